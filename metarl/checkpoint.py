@@ -1,0 +1,54 @@
+"""Checkpoint files: written atomically, read back without unpickling arbitrary objects.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts saved with
+``torch.save``; it is loaded with ``torch.load(weights_only=True)``, so a file
+cannot execute code. Writing goes to a temporary file in the same folder that is
+then renamed over the target, so an interrupted write never destroys the last good
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metarl.errors import UserError
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; a missing or corrupt file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"checkpoint {path} is corrupt or not a metarl checkpoint (not a torch zip archive)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = "holds objects other than tensors and plain values" if "Weights only" in str(exc) else type(exc).__name__
+        raise UserError(f"checkpoint {path} is corrupt or not a metarl checkpoint ({reason})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} is not a metarl checkpoint (no state dict)")
+    return state
