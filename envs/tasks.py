@@ -1,0 +1,101 @@
+"""Task spaces: what a task dict may hold, how to validate it, how to sample it.
+
+A task is a plain dict such as ``{"velocity": 1.3}``. Each env declares a
+``TaskSpace`` (key -> ``Interval`` or ``Choice``); ``validate_task`` turns user
+input into a clean dict or raises ``ValueError`` naming the key, the value and
+the allowed range. Every env, single or batched, validates through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A closed box ``[low, high]``; ``size`` > 1 means a tuple of that many floats."""
+
+    low: float
+    high: float
+    size: int = 1
+
+    def describe(self) -> str:
+        box = f"[{self.low:g}, {self.high:g}]"
+        return box if self.size == 1 else f"{box}^{self.size}"
+
+    def check(self, key: str, value: Any) -> float | tuple[float, ...]:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = None
+        ok = (
+            arr is not None
+            and arr.size == self.size
+            and arr.ndim == (0 if self.size == 1 else 1)
+            and bool(np.all(np.isfinite(arr)))
+            and bool(np.all((arr >= self.low) & (arr <= self.high)))
+        )
+        if not ok:
+            raise ValueError(f"task key {key!r}: value {value!r} is outside the range {self.describe()}")
+        return float(arr) if self.size == 1 else tuple(float(v) for v in arr)
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Any]:
+        if self.size == 1:
+            return [float(v) for v in rng.uniform(self.low, self.high, size=n)]
+        return [tuple(float(x) for x in row) for row in rng.uniform(self.low, self.high, size=(n, self.size))]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few values, drawn with equal probability."""
+
+    values: tuple[float, ...]
+
+    def describe(self) -> str:
+        return "{" + ", ".join(f"{v:+g}" for v in self.values) + "}"
+
+    def check(self, key: str, value: Any) -> float:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) or value not in self.values:
+            raise ValueError(f"task key {key!r}: value {value!r} is outside the range {self.describe()}")
+        return float(value)
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[float]:
+        return [float(self.values[i]) for i in rng.integers(len(self.values), size=n)]
+
+
+TaskSpace = Mapping[str, Interval | Choice]
+
+
+def validate_task(task: Any, space: TaskSpace) -> dict[str, Any]:
+    """A clean copy of ``task`` (floats / tuples of floats); ``ValueError`` on unknown, missing or bad keys."""
+    if not isinstance(task, Mapping):
+        raise ValueError(f"a task must be a dict with keys {sorted(space)}, got {task!r}")
+    for key in task:
+        if key not in space:
+            raise ValueError(f"unknown task key {key!r} (known: {', '.join(sorted(space))})")
+    clean = {}
+    for key, kind in space.items():
+        if key not in task:
+            raise ValueError(f"task is missing key {key!r} (range {kind.describe()})")
+        clean[key] = kind.check(key, task[key])
+    return clean
+
+
+def sample_tasks(space: TaskSpace, n: int, seed: int | None = None) -> list[dict[str, Any]]:
+    """``n`` tasks drawn independently from ``space``; the same ``seed`` gives the same tasks."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"number of tasks must be a non-negative integer, got {n!r}")
+    rng = np.random.default_rng(seed)
+    columns = {key: kind.sample(rng, int(n)) for key, kind in space.items()}
+    return [{key: columns[key][i] for key in space} for i in range(int(n))]
+
+
+def validate_tasks(tasks: Any, space: TaskSpace, num_envs: int) -> list[dict[str, Any]]:
+    """Validate one task per env of a batched env (``len(tasks) == num_envs``)."""
+    tasks = list(tasks)
+    if len(tasks) != num_envs:
+        raise ValueError(f"set_tasks expects {num_envs} tasks (one per env), got {len(tasks)}")
+    return [validate_task(t, space) for t in tasks]
