@@ -1,0 +1,68 @@
+"""Linear feature baseline (Duan et al. 2016), fitted per task by ridge least squares, batched over tasks.
+
+Features of an observation ``o`` at step ``t`` are ``[o, o^2, s, s^2, s^3, 1]`` with
+``s = t / 100``; steps with mask 0 have all-zero features, so they neither enter the fit
+nor receive a value. The normal equations are solved in float64 for all tasks at once.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def baseline_features(observations: Tensor, mask: Tensor) -> Tensor:
+    """observations [tasks, T, E, obs_dim], mask [tasks, T, E] -> features [tasks, T, E, 2*obs_dim + 4] float64."""
+    obs = observations.to(torch.float64)
+    m = mask.to(torch.float64).unsqueeze(-1)
+    steps = torch.arange(obs.shape[1], dtype=torch.float64) / 100.0
+    s = steps.view(1, -1, 1, 1).expand(*obs.shape[:3], 1)
+    feats = torch.cat([obs, obs.pow(2), s, s.pow(2), s.pow(3), torch.ones_like(s)], dim=-1)
+    return feats * m
+
+
+class LinearFeatureBaseline:
+    """Per-task linear value function; ``fit`` then ``predict`` on the same tasks.
+
+    ``reg_coeff`` is the initial ridge term; when a task's system is singular or its
+    solution is not finite, that task's term is raised tenfold, up to 5 times.
+    """
+
+    max_raises = 5
+
+    def __init__(self, reg_coeff: float = 1e-5):
+        self.reg_coeff = float(reg_coeff)
+        self.weights: Tensor | None = None  # [tasks, num_features] float64
+
+    def fit(self, observations: Tensor, returns: Tensor, mask: Tensor) -> "LinearFeatureBaseline":
+        """observations [tasks, T, E, obs_dim], returns and mask [tasks, T, E]."""
+        x = baseline_features(observations, mask).flatten(1, 2)  # [tasks, T*E, F]
+        y = (returns.to(torch.float64) * mask.to(torch.float64)).reshape(x.shape[0], -1, 1)
+        xtx = x.mT @ x
+        xty = x.mT @ y
+        eye = torch.eye(xtx.shape[-1], dtype=torch.float64)
+        reg = torch.full((xtx.shape[0], 1, 1), self.reg_coeff, dtype=torch.float64)
+        weights = torch.zeros_like(xty)
+        todo = torch.ones(xtx.shape[0], dtype=torch.bool)
+        for _ in range(self.max_raises + 1):
+            sol, info = torch.linalg.solve_ex(xtx[todo] + reg[todo] * eye, xty[todo])
+            ok = (info == 0) & torch.isfinite(sol).all(dim=(1, 2))
+            idx = todo.nonzero().squeeze(1)
+            weights[idx[ok]] = sol[ok]
+            todo[idx[ok]] = False
+            if not todo.any():
+                break
+            reg[todo] *= 10.0
+        else:
+            bad = todo.nonzero().squeeze(1).tolist()
+            raise ValueError(f"linear baseline fit failed for tasks {bad} (non-finite observations or returns?)")
+        self.weights = weights.squeeze(-1)
+        return self
+
+    def predict(self, observations: Tensor, mask: Tensor) -> Tensor:
+        """observations [tasks, T, E, obs_dim], mask [tasks, T, E] -> values [tasks, T, E] (dtype of observations)."""
+        if self.weights is None:
+            raise RuntimeError("LinearFeatureBaseline.predict called before fit")
+        feats = baseline_features(observations, mask)
+        values = torch.einsum("ktef,kf->kte", feats, self.weights)
+        return values.to(observations.dtype)

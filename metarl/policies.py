@@ -1,0 +1,202 @@
+"""Stochastic MLP policies whose parameters are an explicit ``dict[str, Tensor]``.
+
+A policy object holds only its architecture; the weights live in a plain dict, so an
+adapted parameter set is just another dict and the policies of all tasks run in one
+call with a leading task axis (``torch.func.vmap`` over that axis).
+
+Both policies expose the same functional interface used by the MAML-TRPO core:
+
+- ``dist_params(params, obs) -> tuple`` the distribution's parameters per observation
+  (Gaussian: ``(mean, log_std)`` both ``[..., act_dim]``; categorical: ``(logits,)``
+  ``[..., num_actions]``);
+- ``log_prob(params, obs, actions) -> [...]``;
+- ``kl(old, new) -> [...]`` KL(old || new) between two ``dist_params`` tuples;
+- ``fisher_product(dist, tangent) -> tuple`` the Fisher matrix of the distribution in
+  the space of its parameters times a tangent there (used for Gauss-Newton
+  Fisher-vector products in TRPO);
+- ``act(task_params, obs)`` batched sampling for the sampler.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from metarl.errors import UserError
+
+Params = dict[str, Tensor]
+
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+
+
+class _MLP:
+    """Shared MLP body: Xavier-uniform weights, zero biases, ``l{i}.weight [out, in]``, ``l{i}.bias [out]``."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_sizes: Sequence[int], activation: str):
+        if activation not in ACTIVATIONS:
+            raise UserError(f"unknown activation {activation!r} (known: {', '.join(sorted(ACTIVATIONS))})")
+        if in_dim < 1 or out_dim < 1 or any(int(h) < 1 for h in hidden_sizes):
+            raise UserError(f"policy sizes must be positive, got in={in_dim}, out={out_dim}, hidden={tuple(hidden_sizes)}")
+        self.sizes = [int(in_dim), *[int(h) for h in hidden_sizes], int(out_dim)]
+        self.activation = activation
+        self._act = ACTIVATIONS[activation]
+
+    def init_mlp(self, generator: torch.Generator | None) -> Params:
+        params: Params = {}
+        for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            weight = (torch.rand(fan_out, fan_in, generator=generator) * 2.0 - 1.0) * bound
+            params[f"l{i}.weight"] = weight
+            params[f"l{i}.bias"] = torch.zeros(fan_out)
+        return params
+
+    def mlp(self, params: Params, x: Tensor) -> Tensor:
+        """x [..., in_dim] -> [..., out_dim] for one parameter set (no task axis)."""
+        last = len(self.sizes) - 2
+        for i in range(last + 1):
+            x = torch.nn.functional.linear(x, params[f"l{i}.weight"], params[f"l{i}.bias"])
+            if i < last:
+                x = self._act(x)
+        return x
+
+    def is_task_batched(self, params: Params) -> bool:
+        """True if ``params`` has a leading task axis (``l0.weight`` is 3-d)."""
+        return params["l0.weight"].dim() == 3
+
+
+class GaussianMLPPolicy(_MLP):
+    """Diagonal Gaussian with an MLP mean and a state-independent ``log_std [act_dim]``."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        init_std: float = 1.0,
+    ):
+        super().__init__(obs_dim, act_dim, hidden_sizes, activation)
+        if not init_std > 0:
+            raise UserError(f"init_std must be positive, got {init_std}")
+        self.obs_dim, self.act_dim, self.init_std = int(obs_dim), int(act_dim), float(init_std)
+
+    def init_params(self, generator: torch.Generator | None = None) -> Params:
+        params = self.init_mlp(generator)
+        params["log_std"] = torch.full((self.act_dim,), math.log(self.init_std))
+        return params
+
+    def dist_params(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """obs [..., obs_dim] -> (mean, log_std), both [..., act_dim] (log_std broadcast per observation)."""
+        mean = self.mlp(params, obs)
+        return mean, params["log_std"].expand_as(mean)
+
+    def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
+        """obs [..., obs_dim], actions [..., act_dim] -> log density [...] (nats)."""
+        mean, log_std = self.dist_params(params, obs)
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    @staticmethod
+    def kl(old: tuple[Tensor, Tensor], new: tuple[Tensor, Tensor]) -> Tensor:
+        """KL(old || new) per observation [...], summed over action dimensions."""
+        (mu0, ls0), (mu1, ls1) = old, new
+        var_ratio = torch.exp(2 * (ls0 - ls1))
+        return (ls1 - ls0 + 0.5 * (var_ratio + (mu0 - mu1).pow(2) * torch.exp(-2 * ls1)) - 0.5).sum(-1)
+
+    @staticmethod
+    def fisher_product(dist: tuple[Tensor, Tensor], tangent: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """Fisher of N(mean, exp(log_std)^2) in (mean, log_std) coordinates: diag(1/std^2, 2)."""
+        (_, log_std), (d_mean, d_log_std) = dist, tangent
+        return d_mean * torch.exp(-2 * log_std), 2.0 * d_log_std
+
+    @torch.no_grad()
+    def act(
+        self,
+        task_params: Params,
+        obs: Tensor,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+    ) -> Tensor:
+        """task_params with a task axis, obs [tasks, E, obs_dim] -> actions [tasks, E, act_dim]."""
+        mean, log_std = torch.func.vmap(self.dist_params)(task_params, obs)
+        if deterministic:
+            return mean
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + torch.exp(log_std) * noise
+
+
+class CategoricalMLPPolicy(_MLP):
+    """Categorical distribution over ``num_actions`` with MLP logits."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_sizes: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        init_std: float | None = None,  # unused; accepted so both policies build from one config
+    ):
+        super().__init__(obs_dim, num_actions, hidden_sizes, activation)
+        self.obs_dim, self.num_actions = int(obs_dim), int(num_actions)
+
+    def init_params(self, generator: torch.Generator | None = None) -> Params:
+        return self.init_mlp(generator)
+
+    def dist_params(self, params: Params, obs: Tensor) -> tuple[Tensor]:
+        """obs [..., obs_dim] -> (log-probabilities [..., num_actions],) (normalised logits)."""
+        return (torch.log_softmax(self.mlp(params, obs), dim=-1),)
+
+    def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
+        """obs [..., obs_dim], actions [...] int64 -> log probability [...]."""
+        (logp,) = self.dist_params(params, obs)
+        return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    @staticmethod
+    def kl(old: tuple[Tensor], new: tuple[Tensor]) -> Tensor:
+        """KL(old || new) per observation [...]."""
+        (lp0,), (lp1,) = old, new
+        return (lp0.exp() * (lp0 - lp1)).sum(-1)
+
+    @staticmethod
+    def fisher_product(dist: tuple[Tensor], tangent: tuple[Tensor]) -> tuple[Tensor]:
+        """Fisher of softmax(logits) in logit coordinates: (diag(p) - p p^T) u."""
+        (logp,), (u,) = dist, tangent
+        p = logp.exp()
+        return (p * (u - (p * u).sum(-1, keepdim=True)),)
+
+    @torch.no_grad()
+    def act(
+        self,
+        task_params: Params,
+        obs: Tensor,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+    ) -> Tensor:
+        """task_params with a task axis, obs [tasks, E, obs_dim] -> actions [tasks, E] int64."""
+        (logp,) = torch.func.vmap(self.dist_params)(task_params, obs)
+        if deterministic:
+            return logp.argmax(-1)
+        flat = logp.exp().reshape(-1, self.num_actions)
+        return torch.multinomial(flat, 1, generator=generator).reshape(logp.shape[:-1])
+
+
+Policy = GaussianMLPPolicy | CategoricalMLPPolicy
+
+
+def make_policy(
+    kind: str,
+    obs_dim: int,
+    act_dim_or_n: int,
+    hidden_sizes: Sequence[int] = (100, 100),
+    activation: str = "relu",
+    init_std: float = 1.0,
+) -> Policy:
+    """``kind`` is ``"gaussian"`` (continuous actions) or ``"categorical"`` (discrete actions)."""
+    if kind == "gaussian":
+        return GaussianMLPPolicy(obs_dim, act_dim_or_n, hidden_sizes, activation, init_std)
+    if kind == "categorical":
+        return CategoricalMLPPolicy(obs_dim, act_dim_or_n, hidden_sizes, activation)
+    raise UserError(f"unknown policy kind {kind!r} (known: categorical, gaussian)")

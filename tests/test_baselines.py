@@ -1,0 +1,49 @@
+"""Linear feature baseline: exact recovery of a linear value, mask handling, regularisation fallback."""
+
+import pytest
+import torch
+
+from metarl.baselines import LinearFeatureBaseline, baseline_features
+
+
+def test_recovers_exact_linear_function_of_features_per_task():
+    g = torch.Generator().manual_seed(0)
+    tasks, T, E, d = 3, 30, 5, 4
+    obs = torch.randn(tasks, T, E, d, generator=g, dtype=torch.float64)
+    mask = torch.ones(tasks, T, E, dtype=torch.float64)
+    mask[:, 20:, 1] = 0  # one episode per task ends early
+    true_w = torch.randn(tasks, 2 * d + 4, generator=g, dtype=torch.float64)
+    returns = torch.einsum("ktef,kf->kte", baseline_features(obs, mask), true_w)
+    baseline = LinearFeatureBaseline(reg_coeff=1e-12).fit(obs, returns, mask)
+    torch.testing.assert_close(baseline.weights, true_w, rtol=1e-6, atol=1e-6)
+    values = baseline.predict(obs, mask)
+    torch.testing.assert_close(values, returns, rtol=1e-6, atol=1e-6)
+    assert torch.all(values[mask == 0] == 0)
+
+
+def test_masked_steps_do_not_affect_fit():
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randn(2, 12, 3, 2, generator=g)
+    returns = torch.randn(2, 12, 3, generator=g)
+    mask = torch.ones(2, 12, 3)
+    mask[:, 7:, 0] = 0
+    garbage = torch.where(mask.bool(), 0.0, 1e3)
+    a = LinearFeatureBaseline().fit(obs, returns, mask).weights
+    b = LinearFeatureBaseline().fit(obs + garbage[..., None], returns + garbage, mask).weights
+    torch.testing.assert_close(a, b)
+
+
+def test_zero_columns_are_handled_by_the_ridge():
+    # Constant zero observations make the o and o^2 columns zero: X^T X alone is singular.
+    obs = torch.zeros(2, 10, 2, 3)
+    returns = torch.arange(10.0).view(1, 10, 1).expand(2, 10, 2)
+    baseline = LinearFeatureBaseline().fit(obs, returns, torch.ones(2, 10, 2))
+    assert torch.isfinite(baseline.weights).all()
+    torch.testing.assert_close(baseline.predict(obs, torch.ones(2, 10, 2)), returns, rtol=0, atol=0.02)
+
+
+def test_non_finite_data_fails_naming_the_task():
+    obs = torch.randn(3, 10, 2, 3, generator=torch.Generator().manual_seed(2))
+    obs[1, 4, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"tasks \[1\]"):
+        LinearFeatureBaseline().fit(obs, torch.randn(3, 10, 2), torch.ones(3, 10, 2))
