@@ -1,0 +1,301 @@
+"""HalfCheetah and Ant with goal-velocity and goal-direction tasks (Finn et al. 2017, section 5.3).
+
+Both robots act every ``dt = 5 x 0.01 s = 0.05 s``; an action is clipped to
+``[-1, 1]^nu`` and held for the 5 physics steps. ``v`` is the forward (x)
+displacement of the torso over the step divided by ``dt`` (m/s). The task term is
+
+- velocity task ``{"velocity": v_goal}``: ``-|v - v_goal|``
+- direction task ``{"direction": d}``, ``d`` in {-1, +1}: ``d * v``
+
+and the reward is
+
+- HalfCheetah: ``task term - 0.05 * ||a||^2``; never terminates; observation
+  ``qpos[1:], qvel`` (17); ``v_goal ~ U[0, 2]``.
+- Ant: ``task term - 0.5 * ||a||^2 + 1 * healthy``, where healthy means qpos
+  and qvel are finite and the torso height ``qpos[2]`` is in ``[0.2, 1.0]``; the
+  episode terminates on the first unhealthy step (which earns no survival
+  bonus). No contact cost, and no contact forces in the observation
+  ``qpos[2:], qvel`` (27), as gymnasium's Ant-v4 defaults. ``v_goal ~ U[0, 3]``.
+
+Episodes are truncated after 200 steps. Resets add ``U(-0.1, 0.1)`` to every
+qpos entry and ``0.1 * N(0, 1)`` to every qvel entry of the model's initial
+state, as gymnasium's v5 envs do.
+
+``locomotion_observation``, ``locomotion_reward`` and ``reset_noise`` are the one
+definition of each, used by the single gymnasium envs and by ``BatchedLocomotion``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from envs.physics import BatchedPhysics, load_model, step_cold
+from envs.tasks import Choice, Interval, TaskSpace, sample_tasks, validate_task, validate_tasks
+
+RESET_NOISE = 0.1
+MAX_EPISODE_STEPS = 200
+
+
+@dataclass(frozen=True)
+class Robot:
+    """What differs between the cheetah and the ant: the model and the non-task reward terms."""
+
+    xml: str
+    frame_skip: int
+    skipped_qpos: int  # leading qpos entries left out of the observation (the torso's x, or x and y)
+    ctrl_cost_weight: float
+    healthy_reward: float
+    healthy_z: tuple[float, float] | None  # None: never terminates
+
+
+HALF_CHEETAH = Robot("half_cheetah.xml", frame_skip=5, skipped_qpos=1, ctrl_cost_weight=0.05, healthy_reward=0.0, healthy_z=None)
+ANT = Robot("ant.xml", frame_skip=5, skipped_qpos=2, ctrl_cost_weight=0.5, healthy_reward=1.0, healthy_z=(0.2, 1.0))
+
+
+def locomotion_observation(robot: Robot, qpos: np.ndarray, qvel: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``[N, nq - skipped + nv]``: qpos without the torso's horizontal position, then qvel (``[N, nq]``, ``[N, nv]``)."""
+    return np.concatenate((qpos[:, robot.skipped_qpos :], qvel), axis=1, out=out)
+
+
+def locomotion_reward(
+    robot: Robot,
+    task_key: str,
+    goals: np.ndarray,
+    x_before: np.ndarray,
+    qpos: np.ndarray,
+    qvel: np.ndarray,
+    actions: np.ndarray,
+    dt: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rewards ``[N]`` float64 and terminated ``[N]`` bool of one step.
+
+    goals: ``[N]`` goal velocity (m/s) or direction (+-1); x_before: ``[N]`` torso x
+    before the step (m); qpos, qvel: ``[N, nq]``, ``[N, nv]`` after it; actions:
+    ``[N, nu]`` already clipped; dt: seconds per env step.
+    """
+    velocity = (qpos[:, 0] - x_before) / dt
+    if task_key == "velocity":
+        task_term = -np.abs(velocity - goals)
+    else:
+        task_term = goals * velocity
+    rewards = task_term - robot.ctrl_cost_weight * np.einsum("ij,ij->i", actions, actions)
+    if robot.healthy_z is None:
+        return rewards, np.zeros(len(rewards), dtype=bool)
+    low, high = robot.healthy_z
+    z = qpos[:, 2]
+    healthy = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1) & (z >= low) & (z <= high)
+    return rewards + robot.healthy_reward * healthy, ~healthy
+
+
+def reset_noise(model: mujoco.MjModel, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` initial states: qpos ``[n, nq]`` = qpos0 + U(-0.1, 0.1), qvel ``[n, nv]`` = 0.1 * N(0, 1)."""
+    qpos = model.qpos0 + rng.uniform(-RESET_NOISE, RESET_NOISE, size=(n, model.nq))
+    qvel = RESET_NOISE * rng.standard_normal(size=(n, model.nv))
+    return qpos, qvel
+
+
+class LocomotionEnv(gym.Env):
+    """One robot, one task; subclasses fix ``robot`` and ``task_space`` (a single key).
+
+    ``data`` is the live ``mujoco.MjData``; ``set_state`` / ``get_state`` move
+    (qpos, qvel) in and out, e.g. to compare with the batched form.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    robot: ClassVar[Robot]
+    task_space: ClassVar[TaskSpace]
+    default_task: ClassVar[dict[str, float]]
+
+    def __init__(self, task: dict[str, Any] | None = None, render_mode: str | None = None, width: int = 480, height: int = 480):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not supported (choose from {self.metadata['render_modes']})")
+        self.render_mode = render_mode
+        self.width, self.height = width, height
+        self.model = load_model(self.robot.xml)
+        self.data = mujoco.MjData(self.model)
+        self.dt = self.model.opt.timestep * self.robot.frame_skip
+        self.task_key = next(iter(self.task_space))
+        low, high = self.model.actuator_ctrlrange.T.copy()
+        self._action_low, self._action_high = low, high
+        self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        obs_dim = self.model.nq - self.robot.skipped_qpos + self.model.nv
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
+        self._renderer: mujoco.Renderer | None = None
+        self._task: dict[str, float] = {}
+        self._goal = np.zeros(1)
+        self.set_task(task if task is not None else self.default_task)
+
+    def sample_tasks(self, n: int, seed: int | None = None) -> list[dict[str, Any]]:
+        return sample_tasks(self.task_space, n, seed)
+
+    def set_task(self, task: dict[str, Any]) -> None:
+        self._task = validate_task(task, self.task_space)
+        self._goal[0] = self._task[self.task_key]
+
+    def get_task(self) -> dict[str, Any]:
+        return dict(self._task)
+
+    def _observation(self) -> np.ndarray:
+        return locomotion_observation(self.robot, self.data.qpos[None], self.data.qvel[None])[0]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        qpos, qvel = reset_noise(self.model, self.np_random, 1)
+        mujoco.mj_resetData(self.model, self.data)
+        return self.set_state(qpos[0], qvel[0]), {"task": self.get_task()}
+
+    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """Place the robot (``qpos [nq]``, ``qvel [nv]``); returns the observation."""
+        self.data.qpos[:] = qpos
+        self.data.qvel[:] = qvel
+        mujoco.mj_forward(self.model, self.data)
+        return self._observation()
+
+    def get_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of ``qpos [nq]`` and ``qvel [nv]``."""
+        return self.data.qpos.copy(), self.data.qvel.copy()
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        action = np.clip(np.asarray(action, dtype=np.float64), self._action_low, self._action_high)
+        x_before = self.data.qpos[:1].copy()
+        step_cold(self.model, self.data, action, self.robot.frame_skip)
+        reward, terminated = locomotion_reward(
+            self.robot, self.task_key, self._goal, x_before, self.data.qpos[None], self.data.qvel[None], action[None], self.dt
+        )
+        return self._observation(), float(reward[0]), bool(terminated[0]), False, {"task": self.get_task()}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
+        self._renderer.update_scene(self.data, camera="track")
+        return self._renderer.render()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+class HalfCheetahVelEnv(LocomotionEnv):
+    """HalfCheetah running at a goal velocity ``{"velocity": v}``, v in [0, 2] m/s."""
+
+    robot = HALF_CHEETAH
+    task_space = {"velocity": Interval(0.0, 2.0)}
+    default_task = {"velocity": 1.0}
+
+
+class HalfCheetahDirEnv(LocomotionEnv):
+    """HalfCheetah running forward (``{"direction": 1}``) or backward (``-1``)."""
+
+    robot = HALF_CHEETAH
+    task_space = {"direction": Choice((-1.0, 1.0))}
+    default_task = {"direction": 1.0}
+
+
+class AntVelEnv(LocomotionEnv):
+    """Ant walking along x at a goal velocity ``{"velocity": v}``, v in [0, 3] m/s."""
+
+    robot = ANT
+    task_space = {"velocity": Interval(0.0, 3.0)}
+    default_task = {"velocity": 1.5}
+
+
+class AntDirEnv(LocomotionEnv):
+    """Ant walking forward (``{"direction": 1}``) or backward (``-1``) along x."""
+
+    robot = ANT
+    task_space = {"direction": Choice((-1.0, 1.0))}
+    default_task = {"direction": 1.0}
+
+
+class BatchedLocomotion:
+    """``num_envs`` (task, episode) pairs of one ``LocomotionEnv`` class, stepped in C threads.
+
+    Same clipping, observation, reward and termination as the single env (the
+    shared functions above); an env that terminated keeps being simulated (MuJoCo
+    resets a diverging simulation, so states stay finite) and the sampler masks it.
+    """
+
+    max_episode_steps = MAX_EPISODE_STEPS
+
+    def __init__(self, env_class: type[LocomotionEnv], num_envs: int, num_threads: int = 2):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.num_envs = int(num_envs)
+        self.robot = env_class.robot
+        self.task_space = env_class.task_space
+        self.task_key = next(iter(self.task_space))
+        self.model = load_model(self.robot.xml)
+        self.dt = self.model.opt.timestep * self.robot.frame_skip
+        self.action_dim = self.model.nu
+        self.observation_dim = self.model.nq - self.robot.skipped_qpos + self.model.nv
+        self.action_low, self.action_high = self.model.actuator_ctrlrange.T.copy()
+        self.physics = BatchedPhysics(self.model, self.num_envs, self.robot.frame_skip, num_threads)
+        self._tasks = [dict(env_class.default_task) for _ in range(self.num_envs)]
+        self._goals = np.full(self.num_envs, env_class.default_task[self.task_key])
+        self._actions = np.zeros((self.num_envs, self.action_dim))
+        self._x_before = np.zeros(self.num_envs)
+        self.physics.initial_state(np.broadcast_to(self.model.qpos0, (self.num_envs, self.model.nq)), 0.0)
+
+    def sample_tasks(self, n: int, seed: int | None = None) -> list[dict[str, Any]]:
+        return sample_tasks(self.task_space, n, seed)
+
+    def set_tasks(self, tasks: list[dict[str, Any]]) -> None:
+        self._tasks = validate_tasks(tasks, self.task_space, self.num_envs)
+        self._goals[:] = [t[self.task_key] for t in self._tasks]
+
+    def get_tasks(self) -> list[dict[str, Any]]:
+        return [dict(t) for t in self._tasks]
+
+    def _observations(self) -> np.ndarray:
+        return locomotion_observation(self.robot, self.physics.qpos, self.physics.qvel)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Noisy initial states for all envs (the same ``seed`` gives the same states); obs ``[num_envs, obs_dim]``."""
+        qpos, qvel = reset_noise(self.model, np.random.default_rng(seed), self.num_envs)
+        return self.set_state(qpos, qvel)
+
+    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """Start every env (time 0) from ``qpos [num_envs, nq]``, ``qvel [num_envs, nv]``; returns the observations."""
+        self.physics.initial_state(qpos, qvel)
+        return self._observations()
+
+    def get_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of ``qpos [num_envs, nq]`` and ``qvel [num_envs, nv]``."""
+        return self.physics.qpos.copy(), self.physics.qvel.copy()
+
+    def step_physics(self, controls: np.ndarray) -> None:
+        """Only the simulation: hold ``controls [num_envs, act_dim]`` (within bounds) for one env step.
+
+        No clipping, observations or rewards: this is the raw batched physics rate.
+        """
+        self.physics.advance(controls)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """actions ``[num_envs, act_dim]`` (raw, clipped here) -> obs ``[N, obs_dim]``, rewards ``[N]``, terminated ``[N]``."""
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs, self.action_dim):
+            raise ValueError(f"actions must have shape ({self.num_envs}, {self.action_dim}), got {actions.shape}")
+        np.clip(actions, self.action_low, self.action_high, out=self._actions)
+        self._x_before[:] = self.physics.qpos[:, 0]
+        self.physics.advance(self._actions)
+        rewards, terminated = locomotion_reward(
+            self.robot, self.task_key, self._goals, self._x_before, self.physics.qpos, self.physics.qvel, self._actions, self.dt
+        )
+        return self._observations(), rewards, terminated
+
+    def close(self) -> None:
+        self.physics.close()
+
+    def __enter__(self) -> "BatchedLocomotion":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
