@@ -1,0 +1,274 @@
+"""HalfCheetah/Ant vel and dir: rewards from the simulator state, tasks, batched == single, seeding, rendering."""
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs.locomotion import ANT, locomotion_reward
+
+CHEETAH_IDS = ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0"]
+ANT_IDS = ["metarl/AntVel-v0", "metarl/AntDir-v0"]
+MUJOCO_IDS = CHEETAH_IDS + ANT_IDS
+DT = 0.05  # 5 physics steps of 0.01 s
+
+
+def expected_reward(env_id, task, x_before, qpos, qvel, action):
+    """The reward as the issue defines it, from MjData read before and after the step."""
+    v = (qpos[0] - x_before) / DT
+    term = -abs(v - task["velocity"]) if "velocity" in task else task["direction"] * v
+    a = np.clip(action, -1.0, 1.0)
+    if env_id in CHEETAH_IDS:
+        return term - 0.05 * np.sum(a**2), False
+    healthy = 0.2 <= qpos[2] <= 1.0 and np.all(np.isfinite(qpos)) and np.all(np.isfinite(qvel))
+    return term - 0.5 * np.sum(a**2) + (1.0 if healthy else 0.0), not healthy
+
+
+@pytest.mark.parametrize("env_id", MUJOCO_IDS)
+def test_reward_observation_and_clipping_from_simulator_state(env_id):
+    env = gym.make(env_id)
+    core = env.unwrapped
+    task = core.sample_tasks(1, seed=7)[0]
+    core.set_task(task)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    skipped = 1 if env_id in CHEETAH_IDS else 2
+    for _ in range(20):
+        action = rng.normal(0.0, 1.0, size=core.model.nu)  # often outside [-1, 1]
+        x_before = core.data.qpos[0]
+        obs, reward, terminated, truncated, _ = env.step(action)
+        qpos, qvel = core.data.qpos.copy(), core.data.qvel.copy()
+        np.testing.assert_array_equal(core.data.ctrl, np.clip(action, -1, 1))
+        np.testing.assert_array_equal(obs, np.concatenate([qpos[skipped:], qvel]))
+        want_reward, want_terminated = expected_reward(env_id, task, x_before, qpos, qvel, action)
+        assert reward == pytest.approx(want_reward, rel=1e-12, abs=1e-12)
+        assert terminated == want_terminated and not truncated
+        if terminated:
+            break
+    assert obs.shape == (17,) if env_id in CHEETAH_IDS else obs.shape == (27,)
+
+
+def test_a_step_lasts_five_physics_steps():
+    env = gym.make("metarl/HalfCheetahVel-v0").unwrapped
+    env.reset(seed=0)
+    env.step(np.zeros(6))
+    assert env.data.time == pytest.approx(DT)
+
+
+@pytest.mark.parametrize("env_id", ANT_IDS)
+def test_ant_terminates_above_healthy_height_without_bonus(env_id):
+    env = gym.make(env_id)
+    core = env.unwrapped
+    env.reset(seed=0)
+    qpos, qvel = core.get_state()
+    qpos[2] = 1.5  # dropped from 1.5 m: still above 1.0 after one 0.05 s step
+    core.set_state(qpos, np.zeros_like(qvel))
+    x_before = core.data.qpos[0]
+    _, reward, terminated, _, _ = env.step(np.zeros(8))
+    assert terminated
+    want, _ = expected_reward(env_id, core.get_task(), x_before, core.data.qpos, core.data.qvel, np.zeros(8))
+    assert reward == pytest.approx(want)
+    assert not 0.2 <= core.data.qpos[2] <= 1.0
+
+
+def test_ant_health_below_height_and_non_finite():
+    """A torso below 0.2 m cannot be reached by stepping (the floor pushes it up): check the shared rule directly."""
+    qpos = np.tile(gym.make("metarl/AntVel-v0").unwrapped.model.qpos0, (4, 1))
+    qvel = np.zeros((4, 14))
+    qpos[0, 2], qpos[1, 2], qpos[2, 2] = 0.19, 0.2, 1.0
+    qvel[3, 5] = np.nan
+    x_before = qpos[:, 0].copy()
+    rewards, terminated = locomotion_reward(ANT, "velocity", np.zeros(4), x_before, qpos, qvel, np.zeros((4, 8)), DT)
+    np.testing.assert_array_equal(terminated, [True, False, False, True])
+    np.testing.assert_array_equal(rewards[:3], [0.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("env_id", CHEETAH_IDS)
+def test_cheetah_never_terminates_and_truncates_at_200(env_id):
+    env = gym.make(env_id)
+    env.reset(seed=1)
+    env.action_space.seed(1)
+    for t in range(200):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert not terminated
+        assert truncated == (t == 199)
+
+
+@pytest.mark.parametrize("env_id, high", [("metarl/HalfCheetahVel-v0", 2.0), ("metarl/AntVel-v0", 3.0)])
+def test_velocity_tasks_uniform_over_range(env_id, high):
+    tasks = gym.make(env_id).unwrapped.sample_tasks(4000, seed=0)
+    v = np.array([t["velocity"] for t in tasks])
+    assert v.min() >= 0.0 and v.max() <= high
+    assert abs(v.mean() - high / 2) < 0.05 * high and v.max() > 0.95 * high
+    assert [set(t) for t in tasks[:3]] == [{"velocity"}] * 3
+
+
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahDir-v0", "metarl/AntDir-v0"])
+def test_direction_tasks_are_plus_minus_one_evenly(env_id):
+    env = gym.make(env_id).unwrapped
+    d = np.array([t["direction"] for t in env.sample_tasks(4000, seed=0)])
+    assert set(np.unique(d)) == {-1.0, 1.0}
+    assert abs(d.mean()) < 0.05
+    assert env.sample_tasks(10, seed=3) == env.sample_tasks(10, seed=3)
+
+
+@pytest.mark.parametrize(
+    "env_id, task, words",
+    [
+        ("metarl/HalfCheetahVel-v0", {"velocity": 2.5}, ["'velocity'", "2.5", "[0, 2]"]),
+        ("metarl/AntVel-v0", {"velocity": -0.1}, ["'velocity'", "-0.1", "[0, 3]"]),
+        ("metarl/HalfCheetahDir-v0", {"direction": 0.5}, ["'direction'", "0.5", "{-1, +1}"]),
+        ("metarl/AntDir-v0", {"direction": "left"}, ["'direction'", "'left'", "{-1, +1}"]),
+        ("metarl/HalfCheetahVel-v0", {"velocity": float("nan")}, ["'velocity'", "nan", "[0, 2]"]),
+        ("metarl/HalfCheetahVel-v0", {"direction": 1}, ["unknown task key 'direction'", "velocity"]),
+        ("metarl/AntDir-v0", {}, ["missing key 'direction'"]),
+    ],
+)
+def test_bad_tasks_are_one_line_errors_naming_key_value_range(env_id, task, words):
+    env = gym.make(env_id).unwrapped
+    with pytest.raises(ValueError) as info:
+        env.set_task(task)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+    batched = envs.make_batched(env_id, 1, num_threads=0)
+    with pytest.raises(ValueError, match="task"):
+        batched.set_tasks([task])
+
+
+@pytest.mark.parametrize("env_id", MUJOCO_IDS)
+def test_check_env(env_id):
+    env = gym.make(env_id, render_mode="rgb_array", width=32, height=24)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # unbounded observations, as in gymnasium's own MuJoCo envs; the checker only advises against it
+        warnings.filterwarnings("ignore", message=r".*Box observation space m\w+ value is -?infinity")
+        check_env(env.unwrapped, skip_render_check=False)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", MUJOCO_IDS)
+def test_batched_equals_single_over_a_full_episode(env_id):
+    n = 5
+    batched = envs.make_batched(env_id, n)
+    tasks = batched.sample_tasks(n, seed=2)
+    batched.set_tasks(tasks)
+    obs_b = batched.reset(seed=3)
+    qpos0, qvel0 = batched.get_state()
+    singles = []
+    for i, task in enumerate(tasks):
+        env = gym.make(env_id).unwrapped
+        env.set_task(task)
+        env.reset(seed=0)
+        np.testing.assert_array_equal(env.set_state(qpos0[i], qvel0[i]), obs_b[i])
+        singles.append(env)
+    rng = np.random.default_rng(4)
+    done = np.zeros(n, dtype=bool)
+    for t in range(batched.max_episode_steps):
+        actions = rng.normal(0.0, 1.0, size=(n, batched.action_dim))
+        obs_b, rew_b, term_b = batched.step(actions)
+        assert obs_b.shape == (n, batched.observation_dim) and obs_b.dtype == np.float64
+        assert rew_b.dtype == np.float64 and term_b.dtype == bool
+        assert np.all(np.isfinite(obs_b))  # terminated envs keep running but stay finite
+        for i, env in enumerate(singles):
+            if done[i]:
+                continue
+            obs, reward, terminated, _, _ = env.step(actions[i])
+            np.testing.assert_array_equal(obs_b[i], obs)  # bitwise: same MuJoCo steps from the same state
+            assert rew_b[i] == reward and term_b[i] == terminated
+            done[i] = terminated
+    batched.close()
+
+
+def test_batched_attributes_and_physics_only_step():
+    batched = envs.make_batched("metarl/AntVel-v0", 3, num_threads=1)
+    assert (batched.num_envs, batched.observation_dim, batched.action_dim, batched.max_episode_steps) == (3, 27, 8, 200)
+    np.testing.assert_array_equal(batched.action_low, -np.ones(8))
+    np.testing.assert_array_equal(batched.action_high, np.ones(8))
+    batched.reset(seed=0)
+    qpos, _ = batched.get_state()
+    batched.step_physics(np.zeros((3, 8)))
+    moved, _ = batched.get_state()
+    assert not np.array_equal(qpos, moved)
+    with pytest.raises(ValueError, match="expects 3 tasks"):
+        batched.set_tasks([{"velocity": 1.0}])
+    with pytest.raises(ValueError, match=r"shape \(3, 8\)"):
+        batched.step(np.zeros((3, 6)))
+    batched.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batched.step(np.zeros((3, 8)))
+
+
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahDir-v0", "metarl/AntVel-v0"])
+def test_seeding_is_reproducible(env_id):
+    env = gym.make(env_id)
+    first = env.reset(seed=11)[0]
+    np.testing.assert_array_equal(env.reset(seed=11)[0], first)
+    assert not np.array_equal(env.reset(seed=12)[0], first)
+    batched = envs.make_batched(env_id, 4, num_threads=0)
+    obs = batched.reset(seed=5)
+    np.testing.assert_array_equal(batched.reset(seed=5), obs)
+    assert not np.array_equal(obs[0], obs[1])  # every env gets its own noise
+    qpos, qvel = batched.get_state()
+    model = batched.model
+    assert np.all(np.abs(qpos - model.qpos0) <= 0.1) and np.abs(qpos - model.qpos0).max() > 0.05
+    assert 0.05 < qvel.std() < 0.15
+
+
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/AntDir-v0"])
+def test_render_returns_an_image(env_id):
+    env = gym.make(env_id, render_mode="rgb_array", width=64, height=48)
+    env.reset(seed=0)
+    image = env.render()
+    assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 10
+    env.close()
+
+
+def test_no_warnings_and_no_mujoco_log_file(tmp_path):
+    """Every env built, stepped and rendered with warnings as errors leaves nothing in the cwd."""
+    script = """
+import warnings
+warnings.simplefilter("error")
+import numpy as np, gymnasium as gym, envs
+for env_id in envs.ENV_IDS:
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(env.action_space.sample())
+    env.render()
+    env.close()
+    batched = envs.make_batched(env_id, 2)
+    batched.reset(seed=0)
+    batched.step(np.zeros((2, batched.action_dim)))
+print("ok")
+"""
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo), MUJOCO_GL="egl")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok" and result.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unstable_simulation_warns_through_logging_not_a_file(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    env = gym.make("metarl/AntVel-v0").unwrapped
+    env.reset(seed=0)
+    qpos, qvel = env.get_state()
+    with caplog.at_level("WARNING", logger="envs.mujoco"):
+        env.set_state(qpos, np.full_like(qvel, 1e12))
+        env.step(np.zeros(8))
+    assert any("unstable" in r.getMessage() for r in caplog.records)
+    assert np.all(np.isfinite(env.data.qpos))  # MuJoCo reset the diverged simulation
+    assert list(tmp_path.iterdir()) == []
+    assert mujoco.get_mju_user_warning() is not None
