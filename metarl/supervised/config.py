@@ -1,0 +1,91 @@
+"""The config schema of ``metarl supervised train`` (one flat TOML table, see experiments/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from metarl.errors import UserError
+
+TASKS = ("sinusoid", "omniglot", "folders")
+ALGORITHMS = ("maml", "reptile", "pretrain")
+
+
+@dataclass
+class SupervisedConfig:
+    """Every knob of supervised meta-training and evaluation.
+
+    ``algorithm``: ``maml`` (second order; ``first_order = true`` for FOMAML), ``reptile``
+    (``inner_steps`` SGD steps on a task's support + query data, then move the
+    initialization a fraction ``meta_lr`` of the way toward the mean adapted weights,
+    ``meta_lr`` decayed linearly to 0), or ``pretrain`` (one network trained on all
+    training tasks jointly with Adam; fine-tuned at test time like the others).
+    ``shots`` / ``query``: support / query examples per class (per task for sinusoid).
+    Data paths are relative to the working directory.
+    """
+
+    task: str = "sinusoid"
+    algorithm: str = "maml"
+    first_order: bool = False
+    seed: int = 0
+    iterations: int = 70000
+    meta_batch_size: int = 25
+    meta_lr: float = 0.001
+    inner_lr: float = 0.01
+    inner_steps: int = 1
+    ways: int = 5
+    shots: int = 10
+    query: int = 10
+    # evaluation: held-out tasks, adaptation steps (and their step size) at test time
+    eval_tasks: int = 600
+    eval_steps: int = 10
+    eval_inner_lr: float | None = None
+    eval_query: int = 100
+    eval_seed: int = 2017
+    # networks: MLP hidden sizes (sinusoid); conv filters per block (images)
+    hidden_sizes: list[int] = field(default_factory=lambda: [40, 40])
+    filters: int = 64
+    # images: sources (folders or zips), Omniglot alphabets per split (empty: all in the sources)
+    train_data: list[str] = field(default_factory=list)
+    test_data: list[str] = field(default_factory=list)
+    train_alphabets: list[str] = field(default_factory=list)
+    test_alphabets: list[str] = field(default_factory=list)
+    rotations: bool = True
+    image_size: int = 28
+    grayscale: bool = False
+    # batching over tasks: torch.func.vmap (pays for small MLPs) or a Python loop (faster for convs on CPU)
+    vmap_tasks: bool = True
+    threads: int = 1
+    log_every: int = 100
+    checkpoint_every: int = 1000
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise UserError(f"config key 'task' must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise UserError(f"config key 'algorithm' must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        for name in ("iterations", "meta_batch_size", "shots", "query", "eval_tasks", "eval_query", "image_size",
+                     "filters", "threads", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config key {name!r} must be at least 1, got {getattr(self, name)}")
+        for name in ("inner_steps", "eval_steps"):
+            if getattr(self, name) < 0:
+                raise UserError(f"config key {name!r} must be at least 0, got {getattr(self, name)}")
+        if self.ways < 2:
+            raise UserError(f"config key 'ways' must be at least 2, got {self.ways}")
+        for name in ("meta_lr", "inner_lr"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"config key {name!r} must be positive, got {getattr(self, name)}")
+        if self.eval_inner_lr is not None and not self.eval_inner_lr > 0:
+            raise UserError(f"config key 'eval_inner_lr' must be positive, got {self.eval_inner_lr}")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise UserError(f"config key 'hidden_sizes' must be a non-empty list of positive sizes, got {self.hidden_sizes}")
+        if self.task != "sinusoid":
+            for name in ("train_data", "test_data"):
+                if not getattr(self, name):
+                    raise UserError(f"config key {name!r} must list at least one folder or zip for task {self.task!r}")
+        if self.task != "omniglot" and (self.train_alphabets or self.test_alphabets):
+            raise UserError("config keys 'train_alphabets' / 'test_alphabets' apply to task 'omniglot' only")
+
+    @property
+    def test_inner_lr(self) -> float:
+        return self.inner_lr if self.eval_inner_lr is None else self.eval_inner_lr

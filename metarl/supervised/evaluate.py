@@ -1,0 +1,131 @@
+"""Evaluation of a trained run on held-out tasks (mean and 95% CI), and the sinusoid figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from metarl.adaptation import Params
+from metarl.checkpoint import load_checkpoint
+from metarl.config import build_config
+from metarl.errors import UserError
+from metarl.stats import mean_ci95
+from metarl.supervised.algorithms import adapt, adaptation_curve
+from metarl.supervised.config import SupervisedConfig
+from metarl.supervised.nets import mlp_forward
+from metarl.supervised.problems import make_problem, mse_loss
+from metarl.supervised.sinusoid import X_RANGE, sample_sinusoid_tasks, sinusoid
+from metarl.supervised.train import CHECKPOINT
+
+CHUNK = 50  # held-out tasks scored per batch: bounds memory for image tasks
+
+
+def load_run(run_dir: str | Path) -> tuple[SupervisedConfig, dict]:
+    """The config and checkpoint state of a run folder written by ``train``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder not found: {run_dir}")
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    if not isinstance(state.get("config"), dict) or not isinstance(state.get("params"), dict):
+        raise UserError(f"checkpoint {run_dir / CHECKPOINT} is not a supervised run (no config or params)")
+    return build_config(SupervisedConfig, state["config"], str(run_dir / CHECKPOINT)), state
+
+
+def evaluate(config: SupervisedConfig, params: Params, tasks: int | None = None, shots: int | None = None) -> dict:
+    """Fine-tune ``params`` on held-out tasks and score the query sets.
+
+    Sinusoid: MSE after 0..``eval_steps`` steps. Images: accuracy after ``eval_steps``
+    steps. Held-out tasks come from ``eval_seed``, so every run sees the same tasks.
+    """
+    torch.set_num_threads(config.threads)
+    n_tasks = config.eval_tasks if tasks is None else tasks
+    shots = config.shots if shots is None else shots
+    if n_tasks < 1 or shots < 1:
+        raise UserError("evaluation needs at least one task and one shot")
+    problem = make_problem(config)
+    params = problem.test_params(params)
+    generator = torch.Generator().manual_seed(config.eval_seed)
+    regression = config.task == "sinusoid"
+    values = []
+    with tqdm(total=n_tasks, desc="evaluate", unit="task", leave=False, disable=regression) as bar:
+        for start in range(0, n_tasks, CHUNK):
+            batch = problem.sample_test(min(CHUNK, n_tasks - start), generator, shots)
+            values.append(
+                adaptation_curve(
+                    problem.loss_fn, problem.metric_fn, params, batch, config.test_inner_lr, config.eval_steps,
+                    config.vmap_tasks, record_every_step=regression,
+                )
+            )
+            bar.update(len(batch))
+    values = torch.cat(values).double().numpy()  # [tasks, steps recorded]
+    stats = [mean_ci95(values[:, j]) for j in range(values.shape[1])]
+    algorithm = "fomaml" if config.algorithm == "maml" and config.first_order else config.algorithm
+    if regression:
+        return {"task": "sinusoid", "k": shots, "mse": [m for m, _ in stats], "ci95": [c for _, c in stats],
+                "algorithm": algorithm, "steps": config.eval_steps, "tasks": n_tasks}
+    (before, _), (acc, ci) = stats[0], stats[-1]
+    return {"task": config.task, "ways": config.ways, "shots": shots, "accuracy": acc, "ci95": ci,
+            "algorithm": algorithm, "steps": config.eval_steps, "accuracy_before": before, "tasks": n_tasks}
+
+
+def evaluate_from_cli(run_dir: str, as_json: bool, tasks: int | None, shots: int | None = None) -> int:
+    """``metarl supervised evaluate``: print the result and write it to ``evaluation[_<K>shot].json``."""
+    config, state = load_run(run_dir)
+    result = evaluate(config, state["params"], tasks, shots)
+    result["train_iterations"] = state.get("iteration")
+    result["train_seconds"] = state.get("train_seconds")
+    name = "evaluation.json" if shots is None or shots == config.shots else f"evaluation_{shots}shot.json"
+    (Path(run_dir) / name).write_text(json.dumps(result, indent=2) + "\n")
+    if as_json:
+        print(json.dumps(result))
+    elif result["task"] == "sinusoid":
+        print(f"sinusoid {result['algorithm']}, K={result['k']}, {result['tasks']} tasks")
+        for step, (m, c) in enumerate(zip(result["mse"], result["ci95"])):
+            print(f"  steps {step:2d}: MSE {m:.3f} ± {c:.3f}")
+    else:
+        print(f"{result['task']} {result['algorithm']} {result['ways']}-way {result['shots']}-shot, "
+              f"{result['tasks']} tasks, {result['steps']} steps: accuracy {100 * result['accuracy']:.2f} "
+              f"± {100 * result['ci95']:.2f} %")
+    return 0
+
+
+def figure_from_cli(maml_run: str, baseline_run: str, out: str) -> int:
+    """``metarl supervised figure``: one held-out sinusoid, MAML beside the pretrained baseline (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [load_run(maml_run), load_run(baseline_run)]
+    for config, _ in runs:
+        if config.task != "sinusoid":
+            raise UserError("the figure is drawn for sinusoid runs only")
+    config = runs[0][0]
+    tasks, amplitude, phase = sample_sinusoid_tasks(1, config.shots, 1, torch.Generator().manual_seed(config.eval_seed))
+    sx, sy = tasks.support_x[0], tasks.support_y[0]
+    x = torch.linspace(*X_RANGE, 200).unsqueeze(-1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, (run_config, state), title in zip(axes, runs, ["MAML", "pretrained"]):
+        ax.plot(x, sinusoid(x[None], amplitude, phase)[0], color="red", label="ground truth")
+        ax.scatter(sx, sy, marker="^", color="purple", zorder=3, label=f"{config.shots} points used for gradient")
+        params, done = state["params"], 0
+        for steps, style in [(0, ":"), (1, "-"), (10, "--")]:
+            params = adapt(mse_loss, params, sx, sy, run_config.test_inner_lr, steps - done)
+            done = steps
+            with torch.no_grad():
+                label = "pre-update" if steps == 0 else f"after {steps} grad step{'s' if steps > 1 else ''}"
+                ax.plot(x, mlp_forward(params, x), linestyle=style, color="green" if steps else "lightgreen", label=label)
+        ax.set_title(f"{title}, K={config.shots}")
+        ax.set_xlim(*X_RANGE)
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {out_path}")
+    return 0
+

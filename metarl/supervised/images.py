@@ -1,0 +1,191 @@
+"""Image readers (Omniglot release layout, folder-per-class), rotated classes, N-way K-shot tasks.
+
+A data source is a folder or a ``.zip`` archive. Omniglot keeps every character at
+``<anything>/<alphabet>/<character>/<file>.png``; a generic image set (the usual
+MiniImagenet layout) keeps every class at ``<anything>/<class>/<file>.{png,jpg,jpeg}``.
+Only the last path components count, so the archive's top folder name does not matter
+and the same alphabet read from two archives is one alphabet (a character found in
+both is read once).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from metarl.errors import UserError
+from metarl.supervised.tasks import TaskBatch
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ROTATIONS = (90, 180, 270)
+
+
+@dataclass
+class ImageClasses:
+    """Named classes of equally sized images: ``images[i] [n_i, C, H, W]`` float32 in [0, 1].
+
+    ``names[i]`` is ``"<alphabet>/<character>"`` (Omniglot) or ``"<class>"``, with a
+    ``"/rot90"``-style suffix for rotated copies; :func:`base_name` strips it.
+    """
+
+    names: list[str]
+    images: list[Tensor]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def base_name(name: str) -> str:
+    """The character or class a (possibly rotated) class name came from."""
+    head, _, tail = name.rpartition("/")
+    return head if tail.startswith("rot") and tail[3:].isdigit() else name
+
+
+def _image_files(source: Path) -> Iterator[tuple[tuple[str, ...], Callable[[], bytes], str]]:
+    """Every image under ``source``: (path parts, a reader of its bytes, a printable location).
+
+    A reader is only valid while the iteration is running (the archive is closed after it).
+    """
+    if not source.exists():
+        raise UserError(f"data path not found: {source}")
+    if source.is_dir():
+        for path in sorted(source.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                yield path.relative_to(source).parts, path.read_bytes, str(path)
+        return
+    if not zipfile.is_zipfile(source):
+        raise UserError(f"data path {source} is neither a folder nor a zip archive")
+    with zipfile.ZipFile(source) as archive:
+        names = sorted(n for n in archive.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
+        for name in names:
+            yield tuple(name.split("/")), (lambda n=name: archive.read(n)), f"{source}:{name}"
+
+
+def _decode(data: bytes, where: str, image_size: int, grayscale: bool, invert: bool) -> np.ndarray:
+    """Bytes -> ``[C, image_size, image_size]`` float32 in [0, 1]."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert("L" if grayscale else "RGB").resize((image_size, image_size), Image.LANCZOS)
+            array = np.asarray(image, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read image {where} ({exc})") from None
+    if invert:
+        array = 1.0 - array
+    return array[None] if grayscale else array.transpose(2, 0, 1)
+
+
+def _read_classes(
+    sources: Iterable[str | Path],
+    depth: int,
+    image_size: int,
+    grayscale: bool,
+    invert: bool,
+    keep: Callable[[tuple[str, ...]], bool],
+    layout: str,
+) -> ImageClasses:
+    """Group images by the ``depth`` folder names above each file (1: class, 2: alphabet/character)."""
+    images: dict[str, dict[str, np.ndarray]] = {}
+    for source in sources:
+        source = Path(source)
+        found = 0
+        for parts, read, where in _image_files(source):
+            if len(parts) < depth + 1:
+                continue
+            found += 1
+            key, file = "/".join(parts[-depth - 1 : -1]), parts[-1]
+            # A file already read from an earlier source (Greek is in both Omniglot subsets) is kept once.
+            if not keep(parts[-depth - 1 : -1]) or file in images.get(key, {}):
+                continue
+            try:
+                data = read()
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise UserError(f"cannot read {where} ({exc})") from None
+            images.setdefault(key, {})[file] = _decode(data, where, image_size, grayscale, invert)
+        if found == 0:
+            raise UserError(f"no images in the {layout} layout under {source}")
+    names = sorted(images)
+    return ImageClasses(names, [torch.from_numpy(np.stack(list(images[n].values()))) for n in names])
+
+
+def read_omniglot(
+    sources: Sequence[str | Path], alphabets: Sequence[str] = (), image_size: int = 28
+) -> ImageClasses:
+    """Omniglot characters from release-layout folders or zips, one class per ``alphabet/character``.
+
+    ``alphabets`` keeps only those alphabets (all when empty; a name found in no source
+    is an error). Images are resized to ``image_size`` and inverted, so strokes are 1.
+    """
+    wanted = set(alphabets)
+    classes = _read_classes(
+        sources, 2, image_size, True, True, lambda key: not wanted or key[0] in wanted, "<alphabet>/<character>/*.png"
+    )
+    missing = sorted(wanted - {name.split("/")[0] for name in classes.names})
+    if missing:
+        raise UserError(f"alphabet {missing[0]!r} not found in {', '.join(map(str, sources))}")
+    return classes
+
+
+def read_image_folders(
+    sources: Sequence[str | Path], image_size: int, grayscale: bool = False
+) -> ImageClasses:
+    """A folder-per-class image set (``<class>/<image>``), resized to ``image_size`` squares."""
+    return _read_classes(sources, 1, image_size, grayscale, False, lambda key: True, "<class>/<image>")
+
+
+def with_rotations(classes: ImageClasses) -> ImageClasses:
+    """Add each class rotated by 90, 180 and 270 degrees as three new classes."""
+    names, images = list(classes.names), list(classes.images)
+    for degrees in ROTATIONS:
+        for name, x in zip(classes.names, classes.images):
+            names.append(f"{name}/rot{degrees}")
+            images.append(torch.rot90(x, k=degrees // 90, dims=(-2, -1)))
+    return ImageClasses(names, images)
+
+
+def check_disjoint(train: ImageClasses, test: ImageClasses) -> None:
+    """Raise a UserError naming a character (or class) that is in both splits."""
+    shared = sorted({base_name(n) for n in train.names} & {base_name(n) for n in test.names})
+    if shared:
+        raise UserError(f"{shared[0]!r} is in both the train and the test split ({len(shared)} shared in all)")
+
+
+def sample_image_tasks(
+    classes: ImageClasses, n_tasks: int, ways: int, shots: int, query: int, generator: torch.Generator
+) -> TaskBatch:
+    """``n_tasks`` N-way K-shot tasks: ``support_x [T, N*K, C, H, W]``, ``query_x [T, N*Q, C, H, W]``.
+
+    Each task draws ``ways`` distinct classes in random order (label i = i-th drawn
+    class) and, per class, ``shots + query`` distinct images; examples are grouped
+    by label (``support_y = [0]*K + [1]*K + ...``).
+    """
+    if ways > len(classes):
+        raise UserError(f"{ways}-way tasks need {ways} classes, the split has {len(classes)}")
+    smallest = min(len(x) for x in classes.images)
+    if shots + query > smallest:
+        raise UserError(f"shots + query = {shots + query} exceeds the {smallest} images of the smallest class")
+    support, queries = [], []
+    for _ in range(n_tasks):
+        chosen = torch.randperm(len(classes), generator=generator)[:ways].tolist()
+        s, q = [], []
+        for c in chosen:
+            x = classes.images[c]
+            picked = x[torch.randperm(len(x), generator=generator)[: shots + query]]
+            s.append(picked[:shots])
+            q.append(picked[shots:])
+        support.append(torch.cat(s))
+        queries.append(torch.cat(q))
+    labels = torch.arange(ways)
+    return TaskBatch(
+        torch.stack(support),
+        labels.repeat_interleave(shots).expand(n_tasks, -1).clone(),
+        torch.stack(queries),
+        labels.repeat_interleave(query).expand(n_tasks, -1).clone(),
+    )

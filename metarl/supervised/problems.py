@@ -1,0 +1,129 @@
+"""What differs between sinusoid regression and image classification, behind one small interface.
+
+A :class:`Problem` holds the task's loss and test metric, the initial parameters,
+and samplers for training tasks, held-out tasks and joint-training batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from metarl.adaptation import Params
+from metarl.errors import UserError
+from metarl.supervised.config import SupervisedConfig
+from metarl.supervised.images import (
+    ImageClasses,
+    check_disjoint,
+    read_image_folders,
+    read_omniglot,
+    sample_image_tasks,
+    with_rotations,
+)
+from metarl.supervised.nets import convnet_forward, init_convnet, init_mlp, mlp_forward
+from metarl.supervised.sinusoid import sample_sinusoid_tasks
+from metarl.supervised.tasks import TaskBatch
+
+
+def mse_loss(params: Params, x: Tensor, y: Tensor) -> Tensor:
+    """Mean squared error of the MLP on ``x, y [N, 1]``."""
+    return F.mse_loss(mlp_forward(params, x), y)
+
+
+def cross_entropy_loss(params: Params, x: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy of the conv net on ``x [N, C, H, W]``, ``y [N]``."""
+    return F.cross_entropy(convnet_forward(params, x), y)
+
+
+def accuracy(params: Params, x: Tensor, y: Tensor) -> Tensor:
+    """Fraction of ``x [N, C, H, W]`` classified as ``y [N]`` (batch norm on this batch)."""
+    return (convnet_forward(params, x).argmax(-1) == y).float().mean()
+
+
+@dataclass
+class Problem:
+    loss_fn: Callable[[Params, Tensor, Tensor], Tensor]
+    metric_fn: Callable[[Params, Tensor, Tensor], Tensor]
+    metric: str  # "mse" or "accuracy"
+    sample_train: Callable[[int, torch.Generator], TaskBatch]
+    sample_test: Callable[[int, torch.Generator, int], TaskBatch]  # (n_tasks, generator, shots)
+    init_params: Callable[[torch.Generator], Params]
+    # joint training (the pretrained baseline): a batch (x, y) with labels over all training classes
+    joint_batch: Callable[[torch.Generator], tuple[Tensor, Tensor]]
+    # the parameters fine-tuned at test time from trained parameters (pretrain: a fresh N-way head)
+    test_params: Callable[[Params], Params]
+
+
+def sinusoid_problem(config: SupervisedConfig) -> Problem:
+    def joint(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        tasks, _, _ = sample_sinusoid_tasks(config.meta_batch_size, config.shots + config.query, 0, generator)
+        return tasks.support_x, tasks.support_y
+
+    return Problem(
+        loss_fn=mse_loss,
+        metric_fn=mse_loss,
+        metric="mse",
+        sample_train=lambda n, g: sample_sinusoid_tasks(n, config.shots, config.query, g)[0],
+        sample_test=lambda n, g, shots: sample_sinusoid_tasks(n, shots, config.eval_query, g)[0],
+        init_params=lambda g: init_mlp([1, *config.hidden_sizes, 1], g),
+        joint_batch=joint,
+        test_params=lambda params: params,
+    )
+
+
+def load_image_splits(config: SupervisedConfig) -> tuple[ImageClasses, ImageClasses]:
+    """The train classes (with rotated copies if ``rotations``) and the test classes, checked disjoint."""
+    if config.task == "omniglot":
+        train = read_omniglot(config.train_data, config.train_alphabets, config.image_size)
+        test = read_omniglot(config.test_data, config.test_alphabets, config.image_size)
+    else:
+        train = read_image_folders(config.train_data, config.image_size, config.grayscale)
+        test = read_image_folders(config.test_data, config.image_size, config.grayscale)
+    check_disjoint(train, test)
+    return (with_rotations(train) if config.rotations else train), test
+
+
+def image_problem(config: SupervisedConfig) -> Problem:
+    train, test = load_image_splits(config)
+    channels = train.images[0].shape[1]
+    pretrain = config.algorithm == "pretrain"
+    num_outputs = len(train) if pretrain else config.ways
+    flat_x = torch.cat(train.images)
+    flat_y = torch.cat([torch.full((len(x),), i) for i, x in enumerate(train.images)])
+
+    def joint(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        n = config.meta_batch_size * config.ways * (config.shots + config.query)
+        idx = torch.randint(len(flat_x), (n,), generator=generator)
+        return flat_x[idx], flat_y[idx]
+
+    def test_params(params: Params) -> Params:
+        if not pretrain:
+            return params
+        # The all-class head cannot label a new task's classes: fine-tune a zero N-way head (and the body).
+        head = params["out.weight"]
+        return {**params, "out.weight": head.new_zeros(config.ways, head.shape[1]), "out.bias": head.new_zeros(config.ways)}
+
+    def check(classes: ImageClasses, name: str) -> ImageClasses:
+        if len(classes) < config.ways:
+            raise UserError(f"the {name} split has {len(classes)} classes, fewer than ways = {config.ways}")
+        return classes
+
+    check(train, "train"), check(test, "test")
+    return Problem(
+        loss_fn=cross_entropy_loss,
+        metric_fn=accuracy,
+        metric="accuracy",
+        sample_train=lambda n, g: sample_image_tasks(train, n, config.ways, config.shots, config.query, g),
+        sample_test=lambda n, g, shots: sample_image_tasks(test, n, config.ways, shots, config.eval_query, g),
+        init_params=lambda g: init_convnet(channels, config.image_size, num_outputs, g, filters=config.filters),
+        joint_batch=joint,
+        test_params=test_params,
+    )
+
+
+def make_problem(config: SupervisedConfig) -> Problem:
+    return sinusoid_problem(config) if config.task == "sinusoid" else image_problem(config)

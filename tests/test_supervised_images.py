@@ -1,0 +1,203 @@
+"""Image readers, rotations, splits, N-way K-shot tasks and the image CLI, on generated folders and zips."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metarl.cli import main
+from metarl.config import load_config
+from metarl.errors import UserError
+from metarl.supervised.config import SupervisedConfig
+from metarl.supervised.images import (
+    base_name,
+    check_disjoint,
+    read_image_folders,
+    read_omniglot,
+    sample_image_tasks,
+    with_rotations,
+)
+from metarl.supervised.problems import load_image_splits
+
+SIDE = 35  # generated "Omniglot" images: 1-bit, white background, one black square per character
+
+
+def _glyph(seed: int, drawer: int) -> Image.Image:
+    pixels = np.ones((SIDE, SIDE), dtype=bool)
+    r, c = divmod(seed % 16, 4)
+    pixels[r * 7 : r * 7 + 7, c * 7 + drawer % 3 : c * 7 + 7] = False
+    return Image.fromarray(pixels)
+
+
+def make_omniglot(root: Path, alphabets: dict[str, int], drawers: int = 4, start: int = 0) -> Path:
+    """``root/<top>/<alphabet>/characterNN/*.png`` like the Omniglot release; returns ``root``."""
+    for a, (alphabet, n_chars) in enumerate(alphabets.items()):
+        for c in range(1, n_chars + 1):
+            folder = root / "images_background" / alphabet / f"character{c:02d}"
+            folder.mkdir(parents=True)
+            for d in range(drawers):
+                _glyph(start + 5 * a + c, d).save(folder / f"{a:02d}{c:02d}_{d + 1:02d}.png")
+    return root
+
+
+def zip_folder(folder: Path, path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for file in sorted(folder.rglob("*")):
+            archive.write(file, file.relative_to(folder).as_posix())
+    return path
+
+
+@pytest.fixture
+def omniglot(tmp_path):
+    """Two archives sharing the alphabet Greek (like the two small background subsets)."""
+    one = make_omniglot(tmp_path / "one", {"Greek": 2, "Korean": 3, "Latin": 2})
+    two = make_omniglot(tmp_path / "two", {"Greek": 2, "Tagalog": 3, "Sanskrit": 2}, start=0)
+    return zip_folder(one, tmp_path / "one.zip"), zip_folder(two, tmp_path / "two.zip"), one
+
+
+def test_zip_and_folder_read_the_same_characters(omniglot):
+    one_zip, _, one_dir = omniglot
+    from_zip = read_omniglot([one_zip], image_size=14)
+    from_dir = read_omniglot([one_dir], image_size=14)
+    assert from_zip.names == ["Greek/character01", "Greek/character02", "Korean/character01", "Korean/character02",
+                              "Korean/character03", "Latin/character01", "Latin/character02"]
+    assert from_zip.names == from_dir.names
+    for a, b in zip(from_zip.images, from_dir.images):
+        assert a.shape == (4, 1, 14, 14) and a.dtype == torch.float32
+        torch.testing.assert_close(a, b)
+    # inverted: the white background reads 0, the black stroke 1
+    x = from_zip.images[0][0, 0]
+    assert x[-1, -1] == pytest.approx(0, abs=1e-3) and x.max() == pytest.approx(1, abs=1e-2)
+
+
+def test_an_alphabet_in_two_archives_is_one_set_of_characters(omniglot):
+    one_zip, two_zip, _ = omniglot
+    both = read_omniglot([one_zip, two_zip], image_size=10)
+    assert len(both) == 2 + 3 + 2 + 3 + 2  # Greek once, Korean, Latin, Tagalog, Sanskrit
+    greek = [x for n, x in zip(both.names, both.images) if n.startswith("Greek/")]
+    assert len(greek) == 2 and all(len(x) == 4 for x in greek)  # not 8 images: the copies are read once
+    only = read_omniglot([one_zip, two_zip], ["Tagalog"], image_size=10)
+    assert [n.split("/")[0] for n in only.names] == ["Tagalog"] * 3
+    with pytest.raises(UserError, match="alphabet 'Cyrillic' not found"):
+        read_omniglot([one_zip], ["Cyrillic"])
+
+
+def test_rotations_are_extra_classes():
+    x = torch.zeros(2, 1, 4, 4)
+    x[:, 0, 0, 0] = 1.0  # top-left corner
+    rotated = with_rotations(read_free_classes(x))
+    assert rotated.names == ["a", "a/rot90", "a/rot180", "a/rot270"]
+    # torch.rot90 turns counter-clockwise: top-left -> bottom-left -> bottom-right -> top-right
+    corners = [tuple(torch.nonzero(img[0, 0]).tolist()[0]) for img in rotated.images]
+    assert corners == [(0, 0), (3, 0), (3, 3), (0, 3)]
+    assert [base_name(n) for n in rotated.names] == ["a"] * 4
+
+
+def read_free_classes(x):
+    from metarl.supervised.images import ImageClasses
+
+    return ImageClasses(["a"], [x])
+
+
+def test_splits_never_share_a_character(omniglot):
+    one_zip, two_zip, _ = omniglot
+    config = SupervisedConfig(task="omniglot", train_data=[str(one_zip)], test_data=[str(two_zip)],
+                              test_alphabets=["Tagalog", "Sanskrit"], image_size=10)
+    train, test = load_image_splits(config)
+    assert len(train) == 4 * 7 and len(test) == 5
+    assert not {base_name(n) for n in train.names} & set(test.names)
+    with pytest.raises(UserError, match="'Greek/character01' is in both the train and the test split"):
+        load_image_splits(SupervisedConfig(task="omniglot", train_data=[str(one_zip)], test_data=[str(two_zip)]))
+    with pytest.raises(UserError, match="in both"):
+        check_disjoint(train, with_rotations(read_omniglot([two_zip], ["Greek"], 10)))
+
+
+def test_folder_per_class_reader(tmp_path):
+    for c, color in enumerate([(255, 0, 0), (0, 0, 255)]):
+        folder = tmp_path / "train" / f"n0{c}"
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 12), color).save(folder / f"{i}.jpg" if c else folder / f"{i}.png")
+    classes = read_image_folders([tmp_path / "train"], image_size=8)
+    assert classes.names == ["n00", "n01"]
+    assert classes.images[0].shape == (3, 3, 8, 8)
+    assert classes.images[0][:, 0].mean() > 0.95 and classes.images[0][:, 2].mean() < 0.05  # red stays red
+    gray = read_image_folders([zip_folder(tmp_path / "train", tmp_path / "t.zip")], image_size=8, grayscale=True)
+    assert gray.images[1].shape == (3, 1, 8, 8)
+
+
+def test_task_sampler_shapes_labels_and_distinct_examples(omniglot):
+    classes = read_omniglot([omniglot[0]], image_size=10)
+    # make every image unique so repeats are detectable
+    classes.images = [torch.arange(4 * 100, dtype=torch.float32).view(4, 1, 10, 10) + 1000 * i for i in range(7)]
+    tasks = sample_image_tasks(classes, 6, 3, 1, 2, torch.Generator().manual_seed(0))
+    assert tasks.support_x.shape == (6, 3, 1, 10, 10) and tasks.query_x.shape == (6, 6, 1, 10, 10)
+    assert tasks.support_y.tolist() == [[0, 1, 2]] * 6 and tasks.query_y.tolist() == [[0, 0, 1, 1, 2, 2]] * 6
+    for t in range(6):
+        ids = torch.cat([tasks.support_x[t], tasks.query_x[t]])[:, 0, 0, 0]
+        assert len(set(ids.tolist())) == 9  # no image twice in a task
+        support_class = (tasks.support_x[t, :, 0, 0, 0] // 1000).tolist()
+        query_class = (tasks.query_x[t, :, 0, 0, 0] // 1000).tolist()
+        assert len(set(support_class)) == 3 and query_class == [c for c in support_class for _ in range(2)]
+    again = sample_image_tasks(classes, 6, 3, 1, 2, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again.query_x, tasks.query_x)
+    with pytest.raises(UserError, match="exceeds the 4 images"):
+        sample_image_tasks(classes, 1, 3, 2, 3, torch.Generator())
+    with pytest.raises(UserError, match="8-way tasks need 8 classes"):
+        sample_image_tasks(classes, 1, 8, 1, 1, torch.Generator())
+
+
+def test_bad_data_paths_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match=f"data path not found: {tmp_path / 'nope.zip'}"):
+        read_omniglot([tmp_path / "nope.zip"])
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match="neither a folder nor a zip"):
+        read_omniglot([tmp_path / "notes.txt"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images in the <alphabet>/<character>/\\*.png layout"):
+        read_omniglot([tmp_path / "empty"])
+    bad = tmp_path / "bad" / "A" / "character01"
+    bad.mkdir(parents=True)
+    (bad / "x.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="cannot read image .*x.png"):
+        read_omniglot([tmp_path / "bad"])
+
+
+def _write_config(tmp_path, one_zip, two_zip, **extra):
+    lines = {"task": '"omniglot"', "train_data": f'["{one_zip}"]', "test_data": f'["{two_zip}"]',
+             "test_alphabets": '["Tagalog", "Sanskrit"]', "ways": "3", "shots": "1", "query": "1",
+             "eval_query": "2", "image_size": "10", "filters": "4", "meta_batch_size": "2", "iterations": "3",
+             "inner_lr": "0.4", "eval_tasks": "4", "eval_steps": "2", "vmap_tasks": "false", **extra}
+    path = tmp_path / "omni.toml"
+    path.write_text("".join(f"{k} = {v}\n" for k, v in lines.items()))
+    return path
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "reptile", "pretrain"])
+def test_cli_trains_and_evaluates_an_image_run(omniglot, tmp_path, capsys, algorithm):
+    one_zip, two_zip, _ = omniglot
+    config = _write_config(tmp_path, one_zip, two_zip, algorithm=f'"{algorithm}"',
+                           vmap_tasks="true" if algorithm == "reptile" else "false")
+    run = tmp_path / "run"
+    assert main(["supervised", "train", str(config), "--out", str(run)]) == 0
+    assert main(["supervised", "evaluate", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"task": "omniglot", "ways": 3, "shots": 1}.items() <= result.items()
+    assert 0 <= result["accuracy"] <= 1 and result["ci95"] >= 0 and result["train_iterations"] == 3
+    assert json.loads((run / "evaluation.json").read_text()) == result
+    assert load_config(SupervisedConfig, run / "config.toml").algorithm == algorithm
+    assert main(["supervised", "evaluate", str(run), "--json", "--shots", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["shots"] == 2 and (run / "evaluation_2shot.json").is_file()
+
+
+def test_cli_names_a_missing_data_file(omniglot, tmp_path, capsys):
+    one_zip, _, _ = omniglot
+    config = _write_config(tmp_path, one_zip, tmp_path / "missing.zip")
+    assert main(["supervised", "train", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: data path not found: {tmp_path / 'missing.zip'}\n"
+    assert not (tmp_path / "run").exists()  # nothing written for a run that could not start
