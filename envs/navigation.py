@@ -153,3 +153,6 @@ class BatchedNavigation2D:
             raise ValueError(f"actions must have shape ({self.num_envs}, 2), got {actions.shape}")
         _, rewards, terminated = navigation_step(self._position, actions, self._goals, out=self._position)
         return self._position.copy(), rewards, terminated
+
+    def close(self) -> None:
+        """Nothing to release (numpy only); here so every batched env can be closed the same way."""

@@ -120,31 +120,6 @@ def test_direction_tasks_are_plus_minus_one_evenly(env_id):
     assert env.sample_tasks(10, seed=3) == env.sample_tasks(10, seed=3)
 
 
-@pytest.mark.parametrize(
-    "env_id, task, words",
-    [
-        ("metarl/HalfCheetahVel-v0", {"velocity": 2.5}, ["'velocity'", "2.5", "[0, 2]"]),
-        ("metarl/AntVel-v0", {"velocity": -0.1}, ["'velocity'", "-0.1", "[0, 3]"]),
-        ("metarl/HalfCheetahDir-v0", {"direction": 0.5}, ["'direction'", "0.5", "{-1, +1}"]),
-        ("metarl/AntDir-v0", {"direction": "left"}, ["'direction'", "'left'", "{-1, +1}"]),
-        ("metarl/HalfCheetahVel-v0", {"velocity": float("nan")}, ["'velocity'", "nan", "[0, 2]"]),
-        ("metarl/HalfCheetahVel-v0", {"direction": 1}, ["unknown task key 'direction'", "velocity"]),
-        ("metarl/AntDir-v0", {}, ["missing key 'direction'"]),
-    ],
-)
-def test_bad_tasks_are_one_line_errors_naming_key_value_range(env_id, task, words):
-    env = gym.make(env_id).unwrapped
-    with pytest.raises(ValueError) as info:
-        env.set_task(task)
-    message = str(info.value)
-    assert "\n" not in message
-    for word in words:
-        assert word in message
-    batched = envs.make_batched(env_id, 1, num_threads=0)
-    with pytest.raises(ValueError, match="task"):
-        batched.set_tasks([task])
-
-
 @pytest.mark.parametrize("env_id", MUJOCO_IDS)
 def test_check_env(env_id):
     env = gym.make(env_id, render_mode="rgb_array", width=32, height=24)

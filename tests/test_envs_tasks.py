@@ -1,0 +1,53 @@
+"""Task validation shared by every env: one-line ValueErrors naming the key, the value and the range."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs
+from envs.tasks import Choice, Interval, sample_tasks, validate_task
+
+
+@pytest.mark.parametrize(
+    "env_id, task, words",
+    [
+        ("metarl/Navigation2D-v0", {"goal": (0.7, 0.0)}, ["'goal'", "0.7", "[-0.5, 0.5]^2"]),
+        ("metarl/Navigation2D-v0", {"goal": (0.1,)}, ["'goal'", "[-0.5, 0.5]^2"]),
+        ("metarl/Navigation2D-v0", {"goal": (0.1, 0.1), "speed": 1}, ["unknown task key 'speed'", "goal"]),
+        ("metarl/HalfCheetahVel-v0", {"velocity": 2.5}, ["'velocity'", "2.5", "[0, 2]"]),
+        ("metarl/AntVel-v0", {"velocity": -0.1}, ["'velocity'", "-0.1", "[0, 3]"]),
+        ("metarl/HalfCheetahDir-v0", {"direction": 0.5}, ["'direction'", "0.5", "{-1, +1}"]),
+        ("metarl/AntDir-v0", {"direction": "left"}, ["'direction'", "'left'", "{-1, +1}"]),
+        ("metarl/AntDir-v0", {"direction": True}, ["'direction'", "True", "{-1, +1}"]),
+        ("metarl/HalfCheetahVel-v0", {"velocity": float("nan")}, ["'velocity'", "nan", "[0, 2]"]),
+        ("metarl/HalfCheetahVel-v0", {"direction": 1}, ["unknown task key 'direction'", "velocity"]),
+        ("metarl/AntDir-v0", {}, ["missing key 'direction'", "{-1, +1}"]),
+    ],
+)
+def test_bad_tasks_are_one_line_errors_naming_key_value_range(env_id, task, words):
+    env = gym.make(env_id).unwrapped
+    with pytest.raises(ValueError) as info:
+        env.set_task(task)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+    batched = envs.make_batched(env_id, 1, **({} if "Navigation" in env_id else {"num_threads": 0}))
+    with pytest.raises(ValueError, match="task"):
+        batched.set_tasks([task])
+
+
+def test_valid_tasks_come_back_as_plain_floats():
+    space = {"goal": Interval(-0.5, 0.5, size=2), "direction": Choice((-1.0, 1.0))}
+    clean = validate_task({"goal": np.array([0.5, -0.5]), "direction": np.int64(-1)}, space)
+    assert clean == {"goal": (0.5, -0.5), "direction": -1.0}
+    assert type(clean["goal"][0]) is float and type(clean["direction"]) is float
+
+
+def test_sampled_tasks_validate_and_depend_only_on_the_seed():
+    space = {"velocity": Interval(0.0, 2.0), "direction": Choice((-1.0, 1.0))}
+    tasks = sample_tasks(space, 50, seed=9)
+    assert [validate_task(t, space) for t in tasks] == tasks
+    assert sample_tasks(space, 50, seed=9) == tasks and sample_tasks(space, 50, seed=10) != tasks
+    with pytest.raises(ValueError, match="non-negative integer"):
+        sample_tasks(space, -1)
