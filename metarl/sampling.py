@@ -1,0 +1,83 @@
+"""Batched multi-task sampling: every (task, episode) pair steps in one env call per time step.
+
+Environment index ``n = task * episodes_per_task + episode`` (task-major), so the flat
+``[N, ...]`` arrays of the batched env reshape to ``[tasks, E, ...]`` without copies,
+and the adapted policies of all tasks act in one batched forward per step.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metarl.episodes import Episodes
+
+
+def sample_episodes(
+    env,
+    policy,
+    task_params: dict[str, Tensor],
+    tasks: Sequence[dict],
+    episodes_per_task: int,
+    seed: int,
+    deterministic: bool = False,
+) -> Episodes:
+    """Roll out ``episodes_per_task`` episodes of ``max_episode_steps`` steps for every task.
+
+    Args:
+        env: a batched env (``envs.make_batched``) with ``num_envs == len(tasks) * episodes_per_task``.
+        policy: a policy with ``act(task_params, obs [tasks, E, obs_dim]) -> actions [tasks, E, ...]``.
+        task_params: parameters with a leading task axis (one set per task), ``[tasks, ...]``.
+        tasks: one task dict per task.
+        seed: seeds both the env's reset noise and the policy's action noise, so a call is reproducible.
+
+    Returns:
+        Episodes with ``observations [tasks, T, E, obs_dim]``, ``actions``, ``rewards [tasks, T, E]`` and
+        ``mask [tasks, T, E]`` (1.0 while the episode runs; 0.0 after it terminated).
+    """
+    num_tasks, num_eps = len(tasks), episodes_per_task
+    n = num_tasks * num_eps
+    if env.num_envs != n:
+        raise ValueError(f"batched env has {env.num_envs} envs, need {num_tasks} tasks x {num_eps} episodes = {n}")
+    horizon = env.max_episode_steps
+    env.set_tasks([task for task in tasks for _ in range(num_eps)])
+    generator = torch.Generator().manual_seed(int(seed))
+
+    obs = env.reset(seed=int(seed))
+    observations = np.empty((horizon, n, env.observation_dim), dtype=np.float32)
+    rewards = np.zeros((horizon, n), dtype=np.float32)
+    mask = np.zeros((horizon, n), dtype=np.float32)
+    alive = np.ones(n, dtype=bool)
+    actions: Tensor | None = None
+    with torch.no_grad():
+        for t in range(horizon):
+            observations[t] = obs
+            obs_t = torch.from_numpy(observations[t]).view(num_tasks, num_eps, -1)
+            action_t = policy.act(task_params, obs_t, generator=generator, deterministic=deterministic)
+            if actions is None:  # allocated on the first step: the policy decides dtype and shape
+                actions = torch.empty((horizon, *action_t.shape), dtype=action_t.dtype)
+            actions[t] = action_t
+            obs, reward, terminated = env.step(action_t.reshape(n, *action_t.shape[2:]).numpy())
+            mask[t] = alive
+            rewards[t] = np.where(alive, reward, 0.0)
+            alive &= ~np.asarray(terminated, dtype=bool)
+            if not alive.any():  # every episode ended: the remaining steps stay masked
+                observations[t + 1 :] = 0.0
+                actions[t + 1 :] = 0
+                break
+
+    def task_major(x: np.ndarray | Tensor) -> Tensor:
+        x = torch.as_tensor(x)
+        x = x.reshape(horizon, num_tasks, num_eps, *x.shape[2:])
+        return x.transpose(0, 1).contiguous()
+
+    assert actions is not None
+    return Episodes(
+        observations=task_major(observations),
+        actions=actions.transpose(0, 1).contiguous(),
+        rewards=task_major(rewards),
+        mask=task_major(mask),
+    )
