@@ -27,7 +27,9 @@ from envs.locomotion import (  # noqa: E402
     LocomotionEnv,
 )
 from envs.navigation import MAX_EPISODE_STEPS as _NAVIGATION_STEPS  # noqa: E402
+from envs.navigation import TASK_SPACE as _NAVIGATION_TASKS  # noqa: E402
 from envs.navigation import BatchedNavigation2D, Navigation2DEnv  # noqa: E402
+from envs import tasks as _tasks  # noqa: E402
 
 _LOCOMOTION = {
     "metarl/HalfCheetahVel-v0": HalfCheetahVelEnv,
@@ -44,7 +46,15 @@ for _env_id, (_cls, _steps) in _REGISTRY.items():
     if _env_id not in gym.registry:
         gym.register(id=_env_id, entry_point=f"{_cls.__module__}:{_cls.__name__}", max_episode_steps=_steps)
 
+_TASK_SPACES = {"metarl/Navigation2D-v0": _NAVIGATION_TASKS}
+_TASK_SPACES.update({env_id: cls.task_space for env_id, cls in _LOCOMOTION.items()})
+
 ENV_IDS: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def _check_env_id(env_id: str) -> None:
+    if env_id not in _REGISTRY:
+        raise ValueError(f"unknown env {env_id!r} (known: {', '.join(ENV_IDS)})")
 
 
 def make_batched(env_id: str, num_envs: int, **kwargs):
@@ -52,14 +62,27 @@ def make_batched(env_id: str, num_envs: int, **kwargs):
 
     MuJoCo envs take ``num_threads`` (default 2) for the stepping thread pool.
     """
-    if env_id not in _BATCHED:
-        raise ValueError(f"unknown env {env_id!r} (known: {', '.join(ENV_IDS)})")
+    _check_env_id(env_id)
     return _BATCHED[env_id](num_envs, **kwargs)
+
+
+def sample_tasks(env_id: str, n: int, seed: int | None = None) -> list[dict]:
+    """``n`` tasks of ``env_id``, the same as ``env.unwrapped.sample_tasks`` gives, without building an env."""
+    _check_env_id(env_id)
+    return _tasks.sample_tasks(_TASK_SPACES[env_id], n, seed)
+
+
+def validate_task(env_id: str, task: dict) -> dict:
+    """A clean copy of ``task`` for ``env_id``; ``ValueError`` naming the key, value and range otherwise."""
+    _check_env_id(env_id)
+    return _tasks.validate_task(task, _TASK_SPACES[env_id])
 
 
 __all__ = [
     "ENV_IDS",
     "make_batched",
+    "sample_tasks",
+    "validate_task",
     "Navigation2DEnv",
     "BatchedNavigation2D",
     "LocomotionEnv",

@@ -14,6 +14,11 @@ from typing import Any, Mapping
 import numpy as np
 
 
+def _is_number(value: Any) -> bool:
+    """A real number (Python or numpy), not a bool or a string."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 @dataclass(frozen=True)
 class Interval:
     """A closed box ``[low, high]``; ``size`` > 1 means a tuple of that many floats."""
@@ -27,20 +32,14 @@ class Interval:
         return box if self.size == 1 else f"{box}^{self.size}"
 
     def check(self, key: str, value: Any) -> float | tuple[float, ...]:
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            arr = None
-        ok = (
-            arr is not None
-            and arr.size == self.size
-            and arr.ndim == (0 if self.size == 1 else 1)
-            and bool(np.all(np.isfinite(arr)))
-            and bool(np.all((arr >= self.low) & (arr <= self.high)))
-        )
-        if not ok:
+        if self.size == 1:
+            items = [value]
+        else:
+            items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
+        ok = len(items) == self.size and all(_is_number(v) and self.low <= v <= self.high for v in items)
+        if not ok:  # NaN fails the comparisons above
             raise ValueError(f"task key {key!r}: value {value!r} is outside the range {self.describe()}")
-        return float(arr) if self.size == 1 else tuple(float(v) for v in arr)
+        return float(items[0]) if self.size == 1 else tuple(float(v) for v in items)
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Any]:
         if self.size == 1:
@@ -58,7 +57,7 @@ class Choice:
         return "{" + ", ".join(f"{v:+g}" for v in self.values) + "}"
 
     def check(self, key: str, value: Any) -> float:
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) or value not in self.values:
+        if not _is_number(value) or value not in self.values:
             raise ValueError(f"task key {key!r}: value {value!r} is outside the range {self.describe()}")
         return float(value)
 

@@ -21,14 +21,23 @@ MUJOCO_IDS = CHEETAH_IDS + ANT_IDS
 DT = 0.05  # 5 physics steps of 0.01 s
 
 
-def expected_reward(env_id, task, x_before, qpos, qvel, action):
-    """The reward as the issue defines it, from MjData read before and after the step."""
-    v = (qpos[0] - x_before) / DT
+def torso_position(model, qpos):
+    """World position [3] of the torso body, from forward kinematics on a scratch MjData."""
+    scratch = mujoco.MjData(model)
+    scratch.qpos[:] = qpos
+    mujoco.mj_kinematics(model, scratch)
+    return scratch.body("torso").xpos.copy()
+
+
+def expected_reward(env_id, task, model, qpos_before, qpos, qvel, action):
+    """The reward and termination as the issue defines them, from MjData states before and after the step."""
+    torso_before, torso_after = torso_position(model, qpos_before), torso_position(model, qpos)
+    v = (torso_after[0] - torso_before[0]) / DT
     term = -abs(v - task["velocity"]) if "velocity" in task else task["direction"] * v
     a = np.clip(action, -1.0, 1.0)
     if env_id in CHEETAH_IDS:
         return term - 0.05 * np.sum(a**2), False
-    healthy = 0.2 <= qpos[2] <= 1.0 and np.all(np.isfinite(qpos)) and np.all(np.isfinite(qvel))
+    healthy = 0.2 <= torso_after[2] <= 1.0 and np.all(np.isfinite(qpos)) and np.all(np.isfinite(qvel))
     return term - 0.5 * np.sum(a**2) + (1.0 if healthy else 0.0), not healthy
 
 
@@ -40,20 +49,20 @@ def test_reward_observation_and_clipping_from_simulator_state(env_id):
     core.set_task(task)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
-    skipped = 1 if env_id in CHEETAH_IDS else 2
+    skipped, obs_dim = (1, 17) if env_id in CHEETAH_IDS else (2, 27)
     for _ in range(20):
         action = rng.normal(0.0, 1.0, size=core.model.nu)  # often outside [-1, 1]
-        x_before = core.data.qpos[0]
+        qpos_before = core.data.qpos.copy()
         obs, reward, terminated, truncated, _ = env.step(action)
         qpos, qvel = core.data.qpos.copy(), core.data.qvel.copy()
         np.testing.assert_array_equal(core.data.ctrl, np.clip(action, -1, 1))
+        assert obs.shape == (obs_dim,)
         np.testing.assert_array_equal(obs, np.concatenate([qpos[skipped:], qvel]))
-        want_reward, want_terminated = expected_reward(env_id, task, x_before, qpos, qvel, action)
-        assert reward == pytest.approx(want_reward, rel=1e-12, abs=1e-12)
+        want_reward, want_terminated = expected_reward(env_id, task, core.model, qpos_before, qpos, qvel, action)
+        assert reward == pytest.approx(want_reward, rel=1e-9, abs=1e-9)
         assert terminated == want_terminated and not truncated
         if terminated:
             break
-    assert obs.shape == (17,) if env_id in CHEETAH_IDS else obs.shape == (27,)
 
 
 def test_a_step_lasts_five_physics_steps():
@@ -71,10 +80,10 @@ def test_ant_terminates_above_healthy_height_without_bonus(env_id):
     qpos, qvel = core.get_state()
     qpos[2] = 1.5  # dropped from 1.5 m: still above 1.0 after one 0.05 s step
     core.set_state(qpos, np.zeros_like(qvel))
-    x_before = core.data.qpos[0]
+    qpos_before = core.data.qpos.copy()
     _, reward, terminated, _, _ = env.step(np.zeros(8))
     assert terminated
-    want, _ = expected_reward(env_id, core.get_task(), x_before, core.data.qpos, core.data.qvel, np.zeros(8))
+    want, _ = expected_reward(env_id, core.get_task(), core.model, qpos_before, core.data.qpos, core.data.qvel, np.zeros(8))
     assert reward == pytest.approx(want)
     assert not 0.2 <= core.data.qpos[2] <= 1.0
 

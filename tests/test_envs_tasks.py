@@ -20,6 +20,10 @@ from envs.tasks import Choice, Interval, sample_tasks, validate_task
         ("metarl/AntDir-v0", {"direction": "left"}, ["'direction'", "'left'", "{-1, +1}"]),
         ("metarl/AntDir-v0", {"direction": True}, ["'direction'", "True", "{-1, +1}"]),
         ("metarl/HalfCheetahVel-v0", {"velocity": float("nan")}, ["'velocity'", "nan", "[0, 2]"]),
+        ("metarl/HalfCheetahVel-v0", {"velocity": "1.0"}, ["'velocity'", "'1.0'", "[0, 2]"]),
+        ("metarl/AntVel-v0", {"velocity": [1.0]}, ["'velocity'", "[1.0]", "[0, 3]"]),
+        ("metarl/Navigation2D-v0", {"goal": 0.1}, ["'goal'", "0.1", "[-0.5, 0.5]^2"]),
+        ("metarl/Navigation2D-v0", {"goal": (0.1, None)}, ["'goal'", "None", "[-0.5, 0.5]^2"]),
         ("metarl/HalfCheetahVel-v0", {"direction": 1}, ["unknown task key 'direction'", "velocity"]),
         ("metarl/AntDir-v0", {}, ["missing key 'direction'", "{-1, +1}"]),
     ],
@@ -51,3 +55,18 @@ def test_sampled_tasks_validate_and_depend_only_on_the_seed():
     assert sample_tasks(space, 50, seed=9) == tasks and sample_tasks(space, 50, seed=10) != tasks
     with pytest.raises(ValueError, match="non-negative integer"):
         sample_tasks(space, -1)
+
+
+@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+def test_module_level_sampling_matches_the_env(env_id):
+    env = gym.make(env_id).unwrapped
+    assert envs.sample_tasks(env_id, 5, seed=1) == env.sample_tasks(5, seed=1)
+    task = envs.sample_tasks(env_id, 1, seed=2)[0]
+    assert envs.validate_task(env_id, task) == task
+
+
+def test_unknown_env_id_is_named():
+    with pytest.raises(ValueError, match="unknown env 'metarl/Nope-v0'"):
+        envs.sample_tasks("metarl/Nope-v0", 1)
+    with pytest.raises(ValueError, match="unknown env 'metarl/Nope-v0'"):
+        envs.make_batched("metarl/Nope-v0", 1)
