@@ -4,8 +4,9 @@
 
 "raw physics" holds random controls through ``step_physics`` (MuJoCo only, no
 clipping, observations or rewards); "batched step" is what the sampler calls.
-Both run whole episodes (``max_episode_steps`` steps after a reset) and report
-the best of ``--repeats`` episodes, so that other load on the machine matters less.
+Both run whole episodes (``max_episode_steps`` steps after a reset), taking
+turns, and report the best of ``--repeats`` episodes each, so that other load on
+the machine matters less and hits both alike.
 """
 
 from __future__ import annotations
@@ -18,13 +19,10 @@ import numpy as np
 import envs
 
 
-def _best_rate(run_episode, steps: int, num_envs: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run_episode()
-        best = min(best, time.perf_counter() - start)
-    return steps * num_envs / best
+def _episode_seconds(run_episode) -> float:
+    start = time.perf_counter()
+    run_episode()
+    return time.perf_counter() - start
 
 
 def measure(env_id: str, num_envs: int, num_threads: int, repeats: int = 3, seed: int = 0) -> dict[str, float]:
@@ -36,24 +34,26 @@ def measure(env_id: str, num_envs: int, num_threads: int, repeats: int = 3, seed
     rng = np.random.default_rng(seed)
     actions = rng.normal(0.0, 1.0, size=(steps, num_envs, batched.action_dim))
     controls = np.clip(actions, batched.action_low, batched.action_high)
-    rates = {}
-    if hasattr(batched, "step_physics"):
 
-        def raw() -> None:
-            batched.reset(seed=seed)
-            for t in range(steps):
-                batched.step_physics(controls[t])
-
-        rates["raw_physics"] = _best_rate(raw, steps, num_envs, repeats)
+    def raw() -> None:
+        batched.reset(seed=seed)
+        for t in range(steps):
+            batched.step_physics(controls[t])
 
     def full() -> None:
         batched.reset(seed=seed)
         for t in range(steps):
             batched.step(actions[t])
 
-    rates["batched_step"] = _best_rate(full, steps, num_envs, repeats)
+    runs = {"raw_physics": raw, "batched_step": full}
+    if not hasattr(batched, "step_physics"):  # navigation: numpy only, nothing to separate
+        del runs["raw_physics"]
+    best = {name: float("inf") for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            best[name] = min(best[name], _episode_seconds(run))
     batched.close()
-    return rates
+    return {name: steps * num_envs / seconds for name, seconds in best.items()}
 
 
 def main(argv: list[str] | None = None) -> None:

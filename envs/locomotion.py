@@ -174,6 +174,7 @@ class LocomotionEnv(gym.Env):
             return None
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
+        mujoco.mj_forward(self.model, self.data)  # mj_step leaves body poses of the step's start; the state is unchanged
         self._renderer.update_scene(self.data, camera="track")
         return self._renderer.render()
 
