@@ -9,7 +9,7 @@ Both policies expose the same functional interface used by the MAML-TRPO core:
 - ``dist_params(params, obs) -> tuple`` the distribution's parameters per observation
   (Gaussian: ``(mean, log_std)`` both ``[..., act_dim]``; categorical: ``(logits,)``
   ``[..., num_actions]``);
-- ``log_prob(params, obs, actions) -> [...]``;
+- ``log_prob(params, obs, actions) -> [...]`` and ``dist_log_prob(dist, actions)``;
 - ``kl(old, new) -> [...]`` KL(old || new) between two ``dist_params`` tuples;
 - ``fisher_product(dist, tangent) -> tuple`` the Fisher matrix of the distribution in
   the space of its parameters times a tangent there (used for Gauss-Newton
@@ -95,7 +95,12 @@ class GaussianMLPPolicy(_MLP):
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
         """obs [..., obs_dim], actions [..., act_dim] -> log density [...] (nats)."""
-        mean, log_std = self.dist_params(params, obs)
+        return self.dist_log_prob(self.dist_params(params, obs), actions)
+
+    @staticmethod
+    def dist_log_prob(dist: tuple[Tensor, Tensor], actions: Tensor) -> Tensor:
+        """Log density [...] of actions [..., act_dim] under (mean, log_std)."""
+        mean, log_std = dist
         z = (actions - mean) * torch.exp(-log_std)
         return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
@@ -151,7 +156,12 @@ class CategoricalMLPPolicy(_MLP):
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
         """obs [..., obs_dim], actions [...] int64 -> log probability [...]."""
-        (logp,) = self.dist_params(params, obs)
+        return self.dist_log_prob(self.dist_params(params, obs), actions)
+
+    @staticmethod
+    def dist_log_prob(dist: tuple[Tensor], actions: Tensor) -> Tensor:
+        """Log probability [...] of actions [...] int64 under (log-probabilities,)."""
+        (logp,) = dist
         return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
     @staticmethod
