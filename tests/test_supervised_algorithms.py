@@ -104,6 +104,10 @@ def test_adaptation_curve_steps_and_endpoints():
         assert curve[i, 4].item() == pytest.approx(mse_loss(adapted, qx, qy).item())
     ends = adaptation_curve(mse_loss, mse_loss, params, tasks, 0.05, 4, vmap_tasks=False, record_every_step=False)
     torch.testing.assert_close(ends, curve[:, [0, 4]])
+    # scored on the support set itself, small gradient steps must lower the loss at every step
+    on_support = adaptation_curve(mse_loss, mse_loss, params, TaskBatch(tasks[0], tasks[1], tasks[0], tasks[1]),
+                                  0.01, 4, vmap_tasks=True)
+    assert (on_support.diff(dim=1) < 0).all()
 
 
 def test_sinusoid_tasks_follow_the_definition():

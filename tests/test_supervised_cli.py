@@ -1,0 +1,101 @@
+"""``metarl supervised`` on sinusoid runs: training learns, checkpoints round-trip, errors are one line."""
+
+import json
+
+import pytest
+import torch
+
+from metarl.cli import main
+from metarl.config import load_config
+from metarl.supervised.config import SupervisedConfig
+from metarl.supervised.evaluate import evaluate, load_run
+from metarl.supervised.train import train
+
+TINY = ["iterations=100", "meta_batch_size=8", "hidden_sizes=[16,16]", "eval_tasks=40", "eval_query=20",
+        "log_every=50", "checkpoint_every=30"]
+
+
+@pytest.fixture(scope="module")
+def maml_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "maml"
+    config = load_config(SupervisedConfig, None, TINY)
+    params = train(config, out, progress=False)
+    return out, config, params
+
+
+def test_maml_training_learns_to_adapt(maml_run):
+    out, config, params = maml_run
+    result = evaluate(config, params)
+    untrained = evaluate(config, train(load_config(SupervisedConfig, None, TINY + ["iterations=1"]), out.parent / "u", False))
+    mse = result["mse"]
+    assert len(mse) == 11 and len(result["ci95"]) == 11
+    assert mse[2] < mse[1] < mse[0]  # fine-tuning on the K support points helps held-out points
+    assert all(a < b for a, b in zip(mse, untrained["mse"]))  # and meta-training helped at every step
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [50, 100]
+
+
+def test_checkpoint_round_trip_gives_the_same_evaluation(maml_run, capsys):
+    out, config, params = maml_run
+    loaded_config, state = load_run(out)
+    assert loaded_config == config and state["iteration"] == 100
+    for k in params:
+        torch.testing.assert_close(state["params"][k], params[k], rtol=0, atol=0)
+    assert main(["supervised", "evaluate", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = evaluate(config, params)
+    assert printed["mse"] == expected["mse"] and printed["k"] == 10 and printed["task"] == "sinusoid"
+    assert main(["supervised", "evaluate", str(out)]) == 0
+    assert "steps 10: MSE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [["algorithm=pretrain"], ["algorithm=reptile", "inner_steps=3"], ["first_order=true"]])
+def test_cli_train_other_algorithms(tmp_path, extra, capsys):
+    config = tmp_path / "s.toml"
+    config.write_text('task = "sinusoid"\niterations = 5\n')
+    args = ["supervised", "train", str(config), "--out", str(tmp_path / "r"), "--seed", "3"]
+    for item in TINY[1:] + extra:
+        args += ["--set", item]
+    assert main(args) == 0
+    saved = load_config(SupervisedConfig, tmp_path / "r" / "config.toml")
+    assert saved.seed == 3 and saved.iterations == 5
+    assert main(["supervised", "evaluate", str(tmp_path / "r"), "--json", "--tasks", "7"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["tasks"] == 7
+
+
+def test_figure_is_written(maml_run, tmp_path):
+    out, _, _ = maml_run
+    png = tmp_path / "fig" / "sinusoid.png"
+    assert main(["supervised", "figure", str(out), str(out), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("tsak = 1\n", "error: unknown config key 'tsak' in "),
+        ("iterations = 'many'\n", "error: config key 'iterations' expects an integer, got 'many'"),
+        ("algorithm = 'sgd'\n", "error: config key 'algorithm' must be one of maml, reptile, pretrain, got 'sgd'"),
+        ("ways = 1\n", "error: config key 'ways' must be at least 2, got 1"),
+        ("task = 'omniglot'\n", "error: config key 'train_data' must list at least one folder or zip"),
+        ("inner_lr = -0.1\n", "error: config key 'inner_lr' must be positive, got -0.1"),
+    ],
+)
+def test_bad_configs_are_one_line_errors(tmp_path, capsys, toml, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    assert main(["supervised", "train", str(config), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_run_folders_are_one_line_errors(tmp_path, capsys):
+    assert main(["supervised", "evaluate", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == f"error: run folder not found: {tmp_path / 'nope'}\n"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"garbage")
+    assert main(["supervised", "evaluate", str(tmp_path / "run")]) == 2
+    assert "is corrupt or not a metarl checkpoint" in capsys.readouterr().err
+    assert main(["supervised", "train", str(tmp_path / "none.toml")]) == 2
+    assert capsys.readouterr().err == f"error: config file not found: {tmp_path / 'none.toml'}\n"
