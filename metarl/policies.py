@@ -14,7 +14,7 @@ Both policies expose the same functional interface used by the MAML-TRPO core:
 - ``fisher_product(dist, tangent) -> tuple`` the Fisher matrix of the distribution in
   the space of its parameters times a tangent there (used for Gauss-Newton
   Fisher-vector products in TRPO);
-- ``act(task_params, obs)`` batched sampling for the sampler.
+- ``act(task_params, obs)`` batched sampling for the sampler (``sample(dist, ...)`` per class).
 """
 
 from __future__ import annotations
@@ -65,6 +65,19 @@ class _MLP:
     def is_task_batched(self, params: Params) -> bool:
         """True if ``params`` has a leading task axis (``l0.weight`` is 3-d)."""
         return params["l0.weight"].dim() == 3
+
+    @torch.no_grad()
+    def act(
+        self,
+        task_params: Params,
+        obs: Tensor,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+    ) -> Tensor:
+        """task_params with a task axis, obs [tasks, E, obs_dim] -> actions [tasks, E, act_dim] (Gaussian,
+        float) or [tasks, E] (categorical, int64); random draws come from ``generator``."""
+        dist = torch.func.vmap(self.dist_params)(task_params, obs)
+        return self.sample(dist, generator, deterministic)
 
 
 class GaussianMLPPolicy(_MLP):
@@ -117,16 +130,10 @@ class GaussianMLPPolicy(_MLP):
         (_, log_std), (d_mean, d_log_std) = dist, tangent
         return d_mean * torch.exp(-2 * log_std), 2.0 * d_log_std
 
-    @torch.no_grad()
-    def act(
-        self,
-        task_params: Params,
-        obs: Tensor,
-        generator: torch.Generator | None = None,
-        deterministic: bool = False,
-    ) -> Tensor:
-        """task_params with a task axis, obs [tasks, E, obs_dim] -> actions [tasks, E, act_dim]."""
-        mean, log_std = torch.func.vmap(self.dist_params)(task_params, obs)
+    @staticmethod
+    def sample(dist: tuple[Tensor, Tensor], generator: torch.Generator | None, deterministic: bool) -> Tensor:
+        """Actions [..., act_dim]: mean + std * noise, or the mean when deterministic."""
+        mean, log_std = dist
         if deterministic:
             return mean
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
@@ -177,19 +184,13 @@ class CategoricalMLPPolicy(_MLP):
         p = logp.exp()
         return (p * (u - (p * u).sum(-1, keepdim=True)),)
 
-    @torch.no_grad()
-    def act(
-        self,
-        task_params: Params,
-        obs: Tensor,
-        generator: torch.Generator | None = None,
-        deterministic: bool = False,
-    ) -> Tensor:
-        """task_params with a task axis, obs [tasks, E, obs_dim] -> actions [tasks, E] int64."""
-        (logp,) = torch.func.vmap(self.dist_params)(task_params, obs)
+    @staticmethod
+    def sample(dist: tuple[Tensor], generator: torch.Generator | None, deterministic: bool) -> Tensor:
+        """Actions [...] int64: a categorical draw, or the most probable action when deterministic."""
+        (logp,) = dist
         if deterministic:
             return logp.argmax(-1)
-        flat = logp.exp().reshape(-1, self.num_actions)
+        flat = logp.exp().reshape(-1, logp.shape[-1])
         return torch.multinomial(flat, 1, generator=generator).reshape(logp.shape[:-1])
 
 
