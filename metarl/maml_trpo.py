@@ -211,8 +211,8 @@ class MAMLTRPO:
     @staticmethod
     def _rejected_info(info: dict[str, float], nan: bool) -> dict[str, float]:
         before = info["surrogate_before"]
-        return {**info, "surrogate_after": before, "surrogate_gain": 0.0, "kl": 0.0, "ls_steps": 0.0,
-                "accepted": 0.0, "nan": float(nan), "step_fraction": 0.0}
+        return {**info, "step_norm": 0.0, "surrogate_after": before, "surrogate_gain": 0.0, "kl": 0.0,
+                "ls_steps": 0.0, "accepted": 0.0, "nan": float(nan), "step_fraction": 0.0}
 
     def _fisher_vector_product(
         self,

@@ -153,6 +153,8 @@ def test_step_rejects_when_no_candidate_is_acceptable_and_on_nan():
     flat = valid.replace(advantages=torch.zeros_like(valid.advantages))  # zero meta-gradient: no step to take
     new, info = algo.step(params, train, flat)
     assert info["accepted"] == 0.0 and info["nan"] == 0.0 and info["grad_norm"] == 0.0
+    accepted_keys = set(algo.step(params, train, valid)[1])
+    assert set(info) == accepted_keys  # the same columns whether or not a step was taken
     assert all(torch.equal(new[k], params[k]) for k in params)
     bad = valid.replace(advantages=valid.advantages.clone())
     bad.advantages[0, 0, 0] = float("nan")
