@@ -74,7 +74,8 @@ def validate_task(task: Any, space: TaskSpace) -> dict[str, Any]:
         raise ValueError(f"a task must be a dict with keys {sorted(space)}, got {task!r}")
     for key in task:
         if key not in space:
-            raise ValueError(f"unknown task key {key!r} (known: {', '.join(sorted(space))})")
+            known = ", ".join(f"{k!r} in {kind.describe()}" for k, kind in space.items())
+            raise ValueError(f"unknown task key {key!r} with value {task[key]!r} (known: {known})")
     clean = {}
     for key, kind in space.items():
         if key not in task:
