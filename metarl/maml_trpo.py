@@ -16,8 +16,10 @@ is zero with zero gradient there, H is exactly the Gauss-Newton matrix ``J^T M J
 the Jacobian of the post-adaptation distribution parameters (per step) with respect to
 theta, through the adaptation, and M the distribution's Fisher matrix in those
 parameters. One reverse pass with ``create_graph`` gives ``u -> J^T u`` as a graph that is
-linear in u; differentiating it w.r.t. u gives ``v -> J v``. Both graphs are built once per
-meta-update and reused by every conjugate-gradient iteration.
+linear in u; differentiating it w.r.t. u gives ``v -> J v``. That graph and the forward
+graph are built once per meta-update and reused by every conjugate-gradient iteration.
+With ``first_order`` the adaptation counts as ``theta'_i = theta + const_i`` in both the
+meta-gradient and J.
 """
 
 from __future__ import annotations

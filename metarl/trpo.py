@@ -58,7 +58,7 @@ class LineSearchResult:
 
     ``fraction`` is the accepted multiple of the full step (0.0 when rejected);
     ``loss``/``kl`` are the values there (the values before the step when rejected);
-    ``steps`` the number of candidates tried; ``nan`` whether any candidate was not finite.
+    ``steps`` the number of candidates tried; ``nan`` whether a candidate was not finite.
     """
 
     accepted: bool
@@ -79,17 +79,15 @@ def backtracking_line_search(
     """Try fractions ``ratio**i`` (i = 0 .. max_steps-1) of a full step; accept the first that lowers the loss
     and keeps ``kl <= max_kl``.
 
-    ``evaluate(fraction) -> (loss, kl)`` at ``params + fraction * full_step``. A candidate
-    with a non-finite loss or KL is never accepted. When none is accepted the caller keeps
-    its parameters unchanged.
+    ``evaluate(fraction) -> (loss, kl)`` at ``params + fraction * full_step``. A non-finite
+    loss or KL rejects the whole step at once (``nan`` is set): the direction is not to be
+    trusted. When nothing is accepted the caller keeps its parameters unchanged.
     """
-    nan = False
     for i in range(max_steps):
         fraction = ratio**i
         loss, kl = evaluate(fraction)
         if not (math.isfinite(loss) and math.isfinite(kl)):
-            nan = True
-            continue
+            return LineSearchResult(False, 0.0, loss_before, 0.0, i + 1, True)
         if loss < loss_before and kl <= max_kl:
-            return LineSearchResult(True, fraction, loss, kl, i + 1, nan)
-    return LineSearchResult(False, 0.0, loss_before, 0.0, max_steps, nan)
+            return LineSearchResult(True, fraction, loss, kl, i + 1, False)
+    return LineSearchResult(False, 0.0, loss_before, 0.0, max_steps, False)

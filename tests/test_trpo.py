@@ -62,11 +62,14 @@ def test_line_search_rejects_loss_increase_and_kl_violation():
     assert not result.accepted and result.steps == 15
 
 
-def test_line_search_skips_and_reports_nan():
+def test_line_search_rejects_and_reports_nan():
+    calls = []
+
     def evaluate(fraction):
-        return (float("nan"), 0.0) if fraction == 1.0 else (-fraction, 0.0)
+        calls.append(fraction)
+        return (float("nan"), 0.0) if fraction == 0.5 else (1.0 - fraction, 0.0)  # fraction 1 is no improvement
 
     result = backtracking_line_search(evaluate, 0.0, max_kl=0.01, ratio=0.5, max_steps=5)
-    assert result.accepted and result.fraction == 0.5 and result.nan
-    result = backtracking_line_search(lambda f: (float("nan"), float("nan")), 0.0, 0.01, 0.5, 3)
-    assert not result.accepted and result.nan
+    assert not result.accepted and result.nan and result.fraction == 0.0 and calls == [1.0, 0.5]
+    result = backtracking_line_search(lambda f: (-1.0, float("nan")), 0.0, 0.01, 0.5, 3)
+    assert not result.accepted and result.nan and result.steps == 1
