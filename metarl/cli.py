@@ -1,16 +1,65 @@
-"""``metarl`` command line: argument parsing only; every command lives in its module."""
+"""``metarl`` command line: argument parsing and printing only; the work lives in the modules."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
 
 from metarl.errors import UserError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from metarl.config import load_config
+    from metarl.evaluation import evaluate_run, format_table
+    from metarl.training import TrainConfig, train
+
+    overrides = list(args.set or [])
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    config = load_config(TrainConfig, args.config, overrides)
+    if args.resume and args.out is None:
+        raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+    out = args.out or Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = train(config, out, resume=args.resume, progress=not args.no_progress)
+    print(f"run directory: {run_dir}")
+    if args.evaluate:
+        print(format_table(evaluate_run(run_dir)))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from metarl.evaluation import evaluate_run, format_table
+
+    result = evaluate_run(args.run_dir, num_tasks=args.tasks, steps=args.steps, seed=args.seed, episodes=args.episodes)
+    print(json.dumps(result) if args.json else format_table(result))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-RL with MAML (TRPO outer loop).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="meta-train a policy from a config (experiments/*.toml)")
+    p.add_argument("config", help="TOML config file, e.g. experiments/navigation2d.toml")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<time>)")
+    p.add_argument("--seed", type=int, help="overrides the config's seed")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--evaluate", action="store_true", help="evaluate on held-out tasks after training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("evaluate", help="adaptation curve of a trained run on held-out tasks")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--tasks", type=int, help="held-out tasks (default: the config's eval_tasks, 40)")
+    p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps, 3)")
+    p.add_argument("--episodes", type=int, help="episodes per task and step (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed (a stream disjoint from training)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_evaluate)
 
     from metarl.supervised.cli import add_supervised_parser
 
@@ -26,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

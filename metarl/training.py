@@ -1,0 +1,262 @@
+"""The MAML-TRPO training loop: config, run directory, logging, checkpoints, resume, Ctrl-C.
+
+One iteration (Finn et al. 2017, Algorithm 3):
+  sample tasks -> roll out theta -> inner step(s) -> roll out the adapted policies -> TRPO step on theta.
+Every random draw of iteration ``i`` is seeded from ``(config.seed, i)``, so a run resumed from the
+checkpoint after iteration ``i`` continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl.config import build_config, config_to_dict, dump_toml, load_config
+from metarl.errors import UserError
+from metarl.maml_trpo import MAMLTRPO
+from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from metarl.sampling import sample_episodes
+from metarl.seeding import TRAIN, derive_seed
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.toml"
+METRICS = "metrics.jsonl"
+CHECKPOINT_FORMAT = "metarl.maml_trpo/1"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a meta-RL run; the defaults are the MAML paper's locomotion settings."""
+
+    env: str = "metarl/HalfCheetahVel-v0"
+    iterations: int = 500
+    meta_batch_size: int = 40  # tasks per meta-iteration
+    episodes_per_task: int = 20  # episodes per task, before and after each inner step
+    num_inner_steps: int = 1
+    inner_lr: float = 0.1  # alpha
+    first_order: bool = False
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    normalize_advantages: bool = True
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_ratio: float = 0.8
+    ls_max_steps: int = 15
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    activation: str = "relu"
+    init_std: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 10  # iterations between checkpoints (one is always written at the end)
+    num_threads: int = 2  # torch intra-op threads
+    # evaluation protocol (metarl evaluate): step 1 at inner_lr, later steps at inner_lr * eval_later_lr_scale
+    eval_tasks: int = 40
+    eval_steps: int = 3
+    eval_episodes: int = 20
+    eval_later_lr_scale: float = 0.5
+
+    def validate(self) -> None:
+        import envs
+
+        if self.env not in envs.ENV_IDS:
+            raise UserError(f"config key 'env': unknown environment {self.env!r} (known: {', '.join(envs.ENV_IDS)})")
+        if self.activation not in ("relu", "tanh"):
+            raise UserError(f"config key 'activation' must be 'relu' or 'tanh', got {self.activation!r}")
+        positive_ints = ("iterations", "meta_batch_size", "episodes_per_task", "num_inner_steps", "cg_iters",
+                         "ls_max_steps", "checkpoint_every", "num_threads", "eval_tasks", "eval_episodes")
+        for key in positive_ints:
+            if getattr(self, key) < 1:
+                raise UserError(f"config key {key!r} must be >= 1, got {getattr(self, key)}")
+        if self.eval_steps < 0:
+            raise UserError(f"config key 'eval_steps' must be >= 0, got {self.eval_steps}")
+        positive_floats = ("inner_lr", "max_kl", "init_std", "eval_later_lr_scale")
+        for key in positive_floats:
+            if not getattr(self, key) > 0 or not math.isfinite(getattr(self, key)):
+                raise UserError(f"config key {key!r} must be a positive number, got {getattr(self, key)}")
+        for key in ("gamma", "gae_lambda", "ls_ratio"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise UserError(f"config key {key!r} must be in (0, 1], got {getattr(self, key)}")
+        if self.cg_damping < 0:
+            raise UserError(f"config key 'cg_damping' must be >= 0, got {self.cg_damping}")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise UserError(f"config key 'hidden_sizes' must be a non-empty list of positive sizes, got {list(self.hidden_sizes)}")
+
+
+def make_env(config: TrainConfig, num_tasks: int, episodes_per_task: int):
+    """The batched env for ``num_tasks x episodes_per_task`` rollouts of ``config.env``."""
+    import envs
+
+    return envs.make_batched(config.env, num_tasks * episodes_per_task)
+
+
+def make_policy(config: TrainConfig, env) -> GaussianMLPPolicy | CategoricalMLPPolicy:
+    """A Gaussian MLP for continuous actions, a categorical one for discrete actions."""
+    if getattr(env, "num_actions", None):
+        return CategoricalMLPPolicy(env.observation_dim, env.num_actions, config.hidden_sizes, config.activation)
+    return GaussianMLPPolicy(env.observation_dim, env.action_dim, config.hidden_sizes, config.activation, config.init_std)
+
+
+def make_learner(config: TrainConfig, policy) -> MAMLTRPO:
+    return MAMLTRPO(
+        policy,
+        inner_lr=config.inner_lr,
+        first_order=config.first_order,
+        gamma=config.gamma,
+        gae_lambda=config.gae_lambda,
+        max_kl=config.max_kl,
+        cg_iters=config.cg_iters,
+        cg_damping=config.cg_damping,
+        ls_ratio=config.ls_ratio,
+        ls_max_steps=config.ls_max_steps,
+        normalize_advantages=config.normalize_advantages,
+    )
+
+
+def broadcast(params: dict[str, Tensor], num_tasks: int) -> dict[str, Tensor]:
+    """One parameter set repeated along a new leading task axis (a view, no copy)."""
+    return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+
+
+def mean_return(episodes) -> float:
+    """Mean undiscounted episode return over all tasks and episodes."""
+    return float(episodes.rewards.sum(dim=1).mean())
+
+
+def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config and checkpoint state of a run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory not found: {run_dir}")
+    config = load_config(TrainConfig, run_dir / CONFIG)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"checkpoint {run_dir / CHECKPOINT} is not a {CHECKPOINT_FORMAT} checkpoint")
+    return config, state
+
+
+def _drop_metrics_after(path: Path, iteration: int) -> None:
+    """Forget logged rows past the checkpoint, so a resumed run does not log an iteration twice."""
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line)["iteration"] <= iteration]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so a killed job also saves before exiting."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or continue) MAML-TRPO meta-training; returns the run directory.
+
+    The run directory holds ``config.toml``, ``checkpoint.pt`` (the latest completed iteration),
+    ``metrics.jsonl`` (one object per iteration) and ``tb/`` (TensorBoard scalars).
+    """
+    run_dir = Path(run_dir)
+    torch.set_num_threads(config.num_threads)
+    env = make_env(config, config.meta_batch_size, config.episodes_per_task)
+    policy = make_policy(config, env)
+    learner = make_learner(config, policy)
+
+    if resume:
+        saved, state = load_run(run_dir)
+        differing = [k for k, v in config_to_dict(config).items() if k != "iterations" and config_to_dict(saved)[k] != v]
+        if differing:
+            key = differing[0]
+            raise UserError(f"--resume: config key {key!r} differs from the run's saved config "
+                            f"({getattr(config, key)!r} vs {getattr(saved, key)!r}); only 'iterations' may change")
+        params = {k: v.clone() for k, v in state["params"].items()}
+        start = int(state["iteration"])
+        _drop_metrics_after(run_dir / METRICS, start)
+    else:
+        if (run_dir / CHECKPOINT).exists():
+            raise UserError(f"run directory {run_dir} already holds a checkpoint; pass --resume or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        params = policy.init_params(torch.Generator().manual_seed(config.seed))
+        start = 0
+        (run_dir / METRICS).unlink(missing_ok=True)
+    (run_dir / CONFIG).write_text(dump_toml(config_to_dict(config)))
+
+    def save(iteration: int) -> None:
+        save_checkpoint({"format": CHECKPOINT_FORMAT, "iteration": iteration, "params": params,
+                         "config": config_to_dict(config)}, run_dir / CHECKPOINT)
+
+    from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start)
+    metrics = open(run_dir / METRICS, "a")
+    completed = start
+    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress,
+               desc="meta-train", unit="it", dynamic_ncols=True)
+    try:
+        with _sigterm_as_interrupt():
+            for it in bar:
+                t0 = time.perf_counter()
+                tasks = env.sample_tasks(config.meta_batch_size, seed=derive_seed(TRAIN, config.seed, it, 0))
+                task_params = broadcast(params, len(tasks))
+                train_episodes = []
+                for k in range(config.num_inner_steps):
+                    episodes = sample_episodes(env, policy, task_params, tasks, config.episodes_per_task,
+                                               seed=derive_seed(TRAIN, config.seed, it, k + 1))
+                    train_episodes.append(learner.process(episodes))
+                    # the adapted policy only acts here: no graph needed (the meta-update rebuilds it)
+                    task_params = {key: v.detach() for key, v in learner.inner_step(
+                        task_params, train_episodes[-1], config.inner_lr, first_order=True).items()}
+                valid_episodes = learner.process(sample_episodes(
+                    env, policy, task_params, tasks, config.episodes_per_task,
+                    seed=derive_seed(TRAIN, config.seed, it, config.num_inner_steps + 1)))
+                t1 = time.perf_counter()
+                params, info = learner.step(params, train_episodes, valid_episodes)
+                t2 = time.perf_counter()
+
+                completed = it + 1
+                row = {"iteration": completed,
+                       "return_pre": mean_return(train_episodes[0]),
+                       "return_post": mean_return(valid_episodes),
+                       **{k: float(v) for k, v in info.items()},
+                       "sampling_s": t1 - t0, "update_s": t2 - t1}
+                if row.get("nan"):
+                    tqdm.write(f"iteration {completed}: NaN in the meta-update, step rejected")
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+                for key, value in row.items():
+                    if key != "iteration":
+                        writer.add_scalar(key, value, completed)
+                bar.set_postfix(pre=f"{row['return_pre']:.1f}", post=f"{row['return_post']:.1f}",
+                                kl=f"{row.get('kl', float('nan')):.4f}")
+                if completed % config.checkpoint_every == 0 or completed == config.iterations:
+                    save(completed)
+    except KeyboardInterrupt:
+        save(completed)
+        bar.close()
+        tqdm.write(f"interrupted: saved iteration {completed} to {run_dir / CHECKPOINT}; continue with --resume")
+        raise
+    finally:
+        metrics.close()
+        writer.close()
+        bar.close()
+    if completed == start:  # nothing to do (already at config.iterations): keep the checkpoint current
+        save(completed)
+    return run_dir

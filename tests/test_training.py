@@ -1,0 +1,109 @@
+"""Training loop: exact resume, Ctrl-C saves, config and checkpoint errors, evaluation output."""
+
+import json
+
+import pytest
+import torch
+
+import metarl.maml_trpo
+from metarl.checkpoint import load_checkpoint
+from metarl.cli import main
+from metarl.config import load_config
+from metarl.errors import UserError
+from metarl.evaluation import evaluate_run
+from metarl.policies import GaussianMLPPolicy
+from metarl.training import CHECKPOINT, METRICS, TrainConfig, train
+
+TINY = ["env=\"metarl/Navigation2D-v0\"", "meta_batch_size=2", "episodes_per_task=2", "hidden_sizes=[8]",
+        "inner_lr=0.5", "checkpoint_every=1", "num_threads=1", "cg_iters=3"]
+
+
+def tiny(iterations, *extra):
+    return load_config(TrainConfig, None, TINY + [f"iterations={iterations}", *extra])
+
+
+def params_of(run_dir):
+    return load_checkpoint(run_dir / CHECKPOINT)["params"]
+
+
+def test_resumed_run_ends_with_the_same_parameters(tmp_path):
+    straight = train(tiny(4), tmp_path / "straight", progress=False)
+    first = train(tiny(2), tmp_path / "resumed", progress=False)
+    assert load_checkpoint(first / CHECKPOINT)["iteration"] == 2
+    train(tiny(4), tmp_path / "resumed", resume=True, progress=False)
+    a, b = params_of(straight), params_of(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the runs really moved: otherwise equality would prove nothing
+    initial = GaussianMLPPolicy(2, 2, hidden_sizes=(8,)).init_params(torch.Generator().manual_seed(0))
+    assert any(not torch.equal(a[k], initial[k]) for k in a)
+    rows = [json.loads(line) for line in (tmp_path / "resumed" / METRICS).read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_interrupt_saves_the_last_completed_iteration_and_resume_matches(tmp_path, monkeypatch):
+    straight = train(tiny(3, "checkpoint_every=10"), tmp_path / "straight", progress=False)
+    real_step = metarl.maml_trpo.MAMLTRPO.step
+    calls = {"n": 0}
+
+    def interrupted_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(metarl.maml_trpo.MAMLTRPO, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(3, "checkpoint_every=10"), tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)["iteration"] == 2
+    monkeypatch.setattr(metarl.maml_trpo.MAMLTRPO, "step", real_step)
+    train(tiny(3, "checkpoint_every=10"), tmp_path / "run", resume=True, progress=False)
+    a, b = params_of(straight), params_of(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_is_not_overwritten_and_resume_rejects_changed_config(tmp_path):
+    run = train(tiny(1), tmp_path / "run", progress=False)
+    before = (run / CHECKPOINT).read_bytes()
+    with pytest.raises(UserError, match="already holds a checkpoint"):
+        train(tiny(2), run, progress=False)
+    with pytest.raises(UserError, match="'inner_lr' differs"):
+        train(tiny(2, "inner_lr=0.1"), run, resume=True, progress=False)
+    assert (run / CHECKPOINT).read_bytes() == before
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    run = train(tiny(1), tmp_path / "run", progress=False)
+    (run / CHECKPOINT).write_bytes(b"not a checkpoint")
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: checkpoint") and "corrupt" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("item, message", [
+    ("bogus=1", "unknown config key 'bogus'"),
+    ("inner_lr=-1", "'inner_lr' must be a positive number"),
+    ("gamma=1.5", "'gamma' must be in (0, 1]"),
+    ("meta_batch_size=2.5", "'meta_batch_size' expects an integer"),
+    ("env=\"metarl/Nope-v0\"", "unknown environment 'metarl/Nope-v0'"),
+])
+def test_bad_config_values_are_one_line_errors(tmp_path, capsys, item, message):
+    config = tmp_path / "c.toml"
+    config.write_text('env = "metarl/Navigation2D-v0"\n')
+    assert main(["train", str(config), "--out", str(tmp_path / "r"), "--set", item]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_json_has_one_entry_per_step(tmp_path, capsys):
+    run = train(tiny(1), tmp_path / "run", progress=False)
+    assert main(["evaluate", str(run), "--tasks", "3", "--steps", "2", "--episodes", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["env"] == "metarl/Navigation2D-v0" and result["tasks"] == 3
+    assert len(result["returns"]) == len(result["ci95"]) == 3
+    assert result["step_sizes"] == [0.5, 0.25]
+    # deterministic: the same call gives the same numbers
+    again = evaluate_run(run, num_tasks=3, steps=2, episodes=2)
+    assert again["returns"] == result["returns"]
