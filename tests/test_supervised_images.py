@@ -190,8 +190,10 @@ def test_cli_trains_and_evaluates_an_image_run(omniglot, tmp_path, capsys, algor
     assert 0 <= result["accuracy"] <= 1 and result["ci95"] >= 0 and result["train_iterations"] == 3
     assert json.loads((run / "evaluation.json").read_text()) == result
     assert load_config(SupervisedConfig, run / "config.toml").algorithm == algorithm
-    assert main(["supervised", "evaluate", str(run), "--json", "--shots", "2"]) == 0
-    assert json.loads(capsys.readouterr().out)["shots"] == 2 and (run / "evaluation_2shot.json").is_file()
+    assert main(["supervised", "evaluate", str(run), "--json", "--shots", "2", "--steps", "0"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert other["shots"] == 2 and other["steps"] == 0 and other["accuracy"] == other["accuracy_before"]
+    assert json.loads((run / "evaluation_2shot_0steps.json").read_text()) == other
 
 
 def test_cli_names_a_missing_data_file(omniglot, tmp_path, capsys):

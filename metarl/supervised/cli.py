@@ -14,7 +14,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from metarl.supervised.evaluate import evaluate_from_cli
 
-    return evaluate_from_cli(args.run_dir, as_json=args.json, tasks=args.tasks, shots=args.shots)
+    return evaluate_from_cli(args.run_dir, as_json=args.json, tasks=args.tasks, shots=args.shots, steps=args.steps)
 
 
 def _figure(args: argparse.Namespace) -> int:
@@ -40,6 +40,7 @@ def add_supervised_parser(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     evaluate.add_argument("--tasks", type=int, help="number of held-out tasks (default: the config's eval_tasks)")
     evaluate.add_argument("--shots", type=int, help="support examples per class at test time (default: the config's shots)")
+    evaluate.add_argument("--steps", type=int, help="adaptation steps at test time (default: the config's eval_steps)")
     evaluate.set_defaults(handler=_evaluate)
 
     figure = commands.add_parser("figure", help="sinusoid figure: MAML beside the pretrained baseline")

@@ -34,17 +34,22 @@ def load_run(run_dir: str | Path) -> tuple[SupervisedConfig, dict]:
     return build_config(SupervisedConfig, state["config"], str(run_dir / CHECKPOINT)), state
 
 
-def evaluate(config: SupervisedConfig, params: Params, tasks: int | None = None, shots: int | None = None) -> dict:
+def evaluate(
+    config: SupervisedConfig, params: Params, tasks: int | None = None, shots: int | None = None, steps: int | None = None
+) -> dict:
     """Fine-tune ``params`` on held-out tasks and score the query sets.
 
     Sinusoid: MSE after 0..``eval_steps`` steps. Images: accuracy after ``eval_steps``
-    steps. Held-out tasks come from ``eval_seed``, so every run sees the same tasks.
+    steps. ``tasks``, ``shots`` and ``steps`` override the config's ``eval_tasks``,
+    ``shots`` and ``eval_steps``. Held-out tasks come from ``eval_seed``, so every run
+    sees the same tasks.
     """
     torch.set_num_threads(config.threads)
     n_tasks = config.eval_tasks if tasks is None else tasks
     shots = config.shots if shots is None else shots
-    if n_tasks < 1 or shots < 1:
-        raise UserError("evaluation needs at least one task and one shot")
+    steps = config.eval_steps if steps is None else steps
+    if n_tasks < 1 or shots < 1 or steps < 0:
+        raise UserError("evaluation needs at least one task, one shot and zero or more steps")
     problem = make_problem(config)
     params = problem.test_params(params)
     generator = torch.Generator().manual_seed(config.eval_seed)
@@ -55,7 +60,7 @@ def evaluate(config: SupervisedConfig, params: Params, tasks: int | None = None,
             batch = problem.sample_test(min(CHUNK, n_tasks - start), generator, shots)
             values.append(
                 adaptation_curve(
-                    problem.loss_fn, problem.metric_fn, params, batch, config.test_inner_lr, config.eval_steps,
+                    problem.loss_fn, problem.metric_fn, params, batch, config.test_inner_lr, steps,
                     config.vmap_tasks, record_every_step=regression,
                 )
             )
@@ -65,20 +70,26 @@ def evaluate(config: SupervisedConfig, params: Params, tasks: int | None = None,
     algorithm = "fomaml" if config.algorithm == "maml" and config.first_order else config.algorithm
     if regression:
         return {"task": "sinusoid", "k": shots, "mse": [m for m, _ in stats], "ci95": [c for _, c in stats],
-                "algorithm": algorithm, "steps": config.eval_steps, "tasks": n_tasks}
+                "algorithm": algorithm, "steps": steps, "tasks": n_tasks}
     (before, _), (acc, ci) = stats[0], stats[-1]
     return {"task": config.task, "ways": config.ways, "shots": shots, "accuracy": acc, "ci95": ci,
-            "algorithm": algorithm, "steps": config.eval_steps, "accuracy_before": before, "tasks": n_tasks}
+            "algorithm": algorithm, "steps": steps, "accuracy_before": before, "tasks": n_tasks}
 
 
-def evaluate_from_cli(run_dir: str, as_json: bool, tasks: int | None, shots: int | None = None) -> int:
-    """``metarl supervised evaluate``: print the result and write it to ``evaluation[_<K>shot].json``."""
+def evaluate_from_cli(
+    run_dir: str, as_json: bool, tasks: int | None, shots: int | None = None, steps: int | None = None
+) -> int:
+    """``metarl supervised evaluate``: print the result, write it to ``evaluation[_<K>shot][_<S>steps].json``."""
     config, state = load_run(run_dir)
-    result = evaluate(config, state["params"], tasks, shots)
+    result = evaluate(config, state["params"], tasks, shots, steps)
     result["train_iterations"] = state.get("iteration")
     result["train_seconds"] = state.get("train_seconds")
-    name = "evaluation.json" if shots is None or shots == config.shots else f"evaluation_{shots}shot.json"
-    (Path(run_dir) / name).write_text(json.dumps(result, indent=2) + "\n")
+    name = "evaluation"
+    if result.get("shots", result.get("k")) != config.shots:
+        name += f"_{shots}shot"
+    if result["steps"] != config.eval_steps:
+        name += f"_{steps}steps"
+    (Path(run_dir) / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if as_json:
         print(json.dumps(result))
     elif result["task"] == "sinusoid":
