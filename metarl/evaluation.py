@@ -44,12 +44,15 @@ def adaptation_returns(
     learner = make_learner(config, policy)
     task_params = broadcast(params, len(tasks))
     rows = []
-    for k in range(len(lrs) + 1):
-        batch = sample_episodes(env, policy, task_params, tasks, episodes, seed=derive_seed(EVALUATE, seed, k + 1))
-        rows.append(batch.rewards.sum(dim=1).mean(dim=1).double().numpy())  # [tasks]
-        if k < len(lrs):
-            batch = learner.process(batch)
-            task_params = {n: v.detach() for n, v in learner.inner_step(task_params, batch, lrs[k], first_order=True).items()}
+    try:
+        for k in range(len(lrs) + 1):
+            batch = sample_episodes(env, policy, task_params, tasks, episodes, seed=derive_seed(EVALUATE, seed, k + 1))
+            rows.append(batch.undiscounted_returns().mean(dim=1).double().numpy())  # [tasks]
+            if k < len(lrs):
+                batch = learner.process(batch)
+                task_params = {n: v.detach() for n, v in learner.inner_step(task_params, batch, lrs[k], first_order=True).items()}
+    finally:
+        env.close()
     return np.stack(rows)
 
 

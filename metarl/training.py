@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import resource
 import signal
 import time
 from contextlib import contextmanager
@@ -129,11 +130,6 @@ def broadcast(params: dict[str, Tensor], num_tasks: int) -> dict[str, Tensor]:
     return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
 
 
-def mean_return(episodes) -> float:
-    """Mean undiscounted episode return over all tasks and episodes."""
-    return float(episodes.rewards.sum(dim=1).mean())
-
-
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
     """The config and checkpoint state of a run directory."""
     run_dir = Path(run_dir)
@@ -166,6 +162,44 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: dict[str, Tensor],
+                   iteration: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """One meta-iteration (iteration index ``iteration``, 0-based); returns the new parameters and a log row.
+
+    Sampling: theta -> episodes -> inner step -> ... -> post-adaptation episodes, all tasks batched.
+    Update: one TRPO step on theta through the adaptation. Every draw is seeded by (seed, iteration).
+    """
+    t0 = time.perf_counter()
+    tasks = env.sample_tasks(config.meta_batch_size, seed=derive_seed(TRAIN, config.seed, iteration, 0))
+    task_params = broadcast(params, len(tasks))
+    train_episodes = []
+    for k in range(config.num_inner_steps):
+        episodes = sample_episodes(env, policy, task_params, tasks, config.episodes_per_task,
+                                   seed=derive_seed(TRAIN, config.seed, iteration, k + 1))
+        train_episodes.append(learner.process(episodes))
+        # the adapted policy only acts here: no graph needed (the meta-update rebuilds it)
+        task_params = {key: v.detach() for key, v in learner.inner_step(
+            task_params, train_episodes[-1], config.inner_lr, first_order=True).items()}
+    valid_episodes = learner.process(sample_episodes(
+        env, policy, task_params, tasks, config.episodes_per_task,
+        seed=derive_seed(TRAIN, config.seed, iteration, config.num_inner_steps + 1)))
+    t1 = time.perf_counter()
+    params, info = learner.step(params, train_episodes, valid_episodes)
+    t2 = time.perf_counter()
+    row = {"iteration": iteration + 1,
+           "return_pre": float(train_episodes[0].undiscounted_returns().mean()),
+           "return_post": float(valid_episodes.undiscounted_returns().mean()),
+           **{k: float(v) for k, v in info.items()},
+           "sampling_s": t1 - t0, "update_s": t2 - t1,
+           "peak_rss_mb": peak_rss_mb()}
+    return params, row
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
@@ -213,30 +247,8 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
     try:
         with _sigterm_as_interrupt():
             for it in bar:
-                t0 = time.perf_counter()
-                tasks = env.sample_tasks(config.meta_batch_size, seed=derive_seed(TRAIN, config.seed, it, 0))
-                task_params = broadcast(params, len(tasks))
-                train_episodes = []
-                for k in range(config.num_inner_steps):
-                    episodes = sample_episodes(env, policy, task_params, tasks, config.episodes_per_task,
-                                               seed=derive_seed(TRAIN, config.seed, it, k + 1))
-                    train_episodes.append(learner.process(episodes))
-                    # the adapted policy only acts here: no graph needed (the meta-update rebuilds it)
-                    task_params = {key: v.detach() for key, v in learner.inner_step(
-                        task_params, train_episodes[-1], config.inner_lr, first_order=True).items()}
-                valid_episodes = learner.process(sample_episodes(
-                    env, policy, task_params, tasks, config.episodes_per_task,
-                    seed=derive_seed(TRAIN, config.seed, it, config.num_inner_steps + 1)))
-                t1 = time.perf_counter()
-                params, info = learner.step(params, train_episodes, valid_episodes)
-                t2 = time.perf_counter()
-
+                params, row = meta_iteration(config, env, policy, learner, params, it)
                 completed = it + 1
-                row = {"iteration": completed,
-                       "return_pre": mean_return(train_episodes[0]),
-                       "return_post": mean_return(valid_episodes),
-                       **{k: float(v) for k, v in info.items()},
-                       "sampling_s": t1 - t0, "update_s": t2 - t1}
                 if row.get("nan"):
                     tqdm.write(f"iteration {completed}: NaN in the meta-update, step rejected")
                 metrics.write(json.dumps(row) + "\n")
@@ -257,6 +269,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
         metrics.close()
         writer.close()
         bar.close()
+        env.close()
     if completed == start:  # nothing to do (already at config.iterations): keep the checkpoint current
         save(completed)
     return run_dir
