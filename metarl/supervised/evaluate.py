@@ -118,7 +118,7 @@ def figure_from_cli(maml_run: str, baseline_run: str, out: str) -> int:
     tasks, amplitude, phase = sample_sinusoid_tasks(1, config.shots, 1, torch.Generator().manual_seed(config.eval_seed))
     sx, sy = tasks.support_x[0], tasks.support_y[0]
     x = torch.linspace(*X_RANGE, 200).unsqueeze(-1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.3), sharey=True)
     for ax, (run_config, state), title in zip(axes, runs, ["MAML", "pretrained"]):
         ax.plot(x, sinusoid(x[None], amplitude, phase)[0], color="red", label="ground truth")
         ax.scatter(sx, sy, marker="^", color="purple", zorder=3, label=f"{config.shots} points used for gradient")
@@ -131,8 +131,8 @@ def figure_from_cli(maml_run: str, baseline_run: str, out: str) -> int:
                 ax.plot(x, mlp_forward(params, x), linestyle=style, color="green" if steps else "lightgreen", label=label)
         ax.set_title(f"{title}, K={config.shots}")
         ax.set_xlim(*X_RANGE)
-    axes[0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=120)
