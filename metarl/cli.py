@@ -38,6 +38,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from metarl.benchmark import config_path, format_report, run_benchmark
+    from metarl.config import load_config
+    from metarl.training import TrainConfig
+
+    config = load_config(TrainConfig, config_path(args.env), args.set or [])
+    result = run_benchmark(config, repeats=args.repeats)
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-RL with MAML (TRPO outer loop).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -60,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (a stream disjoint from training)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_evaluate)
+
+    p = sub.add_parser("bench", help="sampling and meta-update speed of one config")
+    p.add_argument("--env", default="halfcheetah_vel", help="experiment name (experiments/NAME.toml) or a .toml path")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--repeats", type=int, default=3, help="episodes timed per rate; the best counts")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_bench)
 
     from metarl.supervised.cli import add_supervised_parser
 

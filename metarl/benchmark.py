@@ -1,0 +1,112 @@
+"""``metarl bench``: where the time of a meta-iteration goes, measured on one batch in one run.
+
+- ``physics_steps_per_s``: batched MuJoCo stepping of all (task, episode) envs, no policy (the limit);
+- ``sampler_steps_per_s``: ``sample_episodes`` with the policy in the loop;
+- ``gym_sync_steps_per_s``: the same rollouts (same policy, tasks, episode count) through gymnasium's
+  ``SyncVectorEnv`` over the single envs;
+- ``sampling_s`` / ``update_s``: one full meta-iteration of the config, split;
+- ``peak_rss_mb``: the process's peak resident memory.
+
+Rates are env-steps per second over whole episodes, best of ``repeats`` (other load on the
+machine only ever slows a run down, so the best is the least disturbed).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import envs
+from envs.benchmark import measure as measure_env_rates
+from metarl.errors import UserError
+from metarl.sampling import sample_episodes
+from metarl.training import TrainConfig, broadcast, make_env, make_learner, make_policy, meta_iteration, peak_rss_mb
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def config_path(name: str) -> Path:
+    """``halfcheetah_vel`` -> ``experiments/halfcheetah_vel.toml``; a path to a TOML file is taken as it is."""
+    path = Path(name)
+    if path.suffix == ".toml":
+        return path
+    path = EXPERIMENTS / f"{name}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in EXPERIMENTS.glob("*.toml"))
+        raise UserError(f"unknown experiment {name!r} (known: {', '.join(known)}) or give a .toml path")
+    return path
+
+
+def _gym_sync_seconds(config: TrainConfig, policy, params, tasks) -> float:
+    """Seconds for one episode of every (task, episode) pair through gymnasium's SyncVectorEnv."""
+    num_eps = config.episodes_per_task
+    vector = gym.vector.SyncVectorEnv([lambda: gym.make(config.env) for _ in range(len(tasks) * num_eps)])
+    for i, env in enumerate(vector.envs):
+        env.unwrapped.set_task(tasks[i // num_eps])
+    task_params = broadcast(params, len(tasks))
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    obs, _ = vector.reset(seed=0)
+    with torch.no_grad():
+        for _ in range(vector.envs[0].spec.max_episode_steps):
+            obs_t = torch.as_tensor(obs, dtype=torch.float32).view(len(tasks), num_eps, -1)
+            actions = policy.act(task_params, obs_t, generator=generator)
+            obs, *_ = vector.step(actions.reshape(len(tasks) * num_eps, -1).numpy())
+    seconds = time.perf_counter() - start
+    vector.close()
+    return seconds
+
+
+def run_benchmark(config: TrainConfig, repeats: int = 3) -> dict[str, float]:
+    """All figures of ``metarl bench`` for ``config`` (its meta-batch, episodes and policy)."""
+    torch.set_num_threads(config.num_threads)
+    num_tasks, num_eps = config.meta_batch_size, config.episodes_per_task
+    n = num_tasks * num_eps
+    env_rates = measure_env_rates(config.env, n, num_threads=config.num_threads, repeats=repeats)
+    physics = env_rates.get("raw_physics", env_rates["batched_step"])
+
+    env = make_env(config, num_tasks, num_eps)
+    policy = make_policy(config, env)
+    learner = make_learner(config, policy)
+    params = policy.init_params(torch.Generator().manual_seed(config.seed))
+    tasks = envs.sample_tasks(config.env, num_tasks, seed=config.seed)
+    steps = n * env.max_episode_steps
+
+    sampler_s = []
+    for r in range(repeats):
+        start = time.perf_counter()
+        sample_episodes(env, policy, broadcast(params, num_tasks), tasks, num_eps, seed=r)
+        sampler_s.append(time.perf_counter() - start)
+    gym_s = _gym_sync_seconds(config, policy, params, tasks)
+
+    # the first iteration pays one-off costs (allocations, lazy initialisation): report the second
+    rows = []
+    for it in range(2):
+        params, row = meta_iteration(config, env, policy, learner, params, it)
+        rows.append(row)
+    env.close()
+    return {
+        "env": config.env,
+        "num_envs": n,
+        "physics_steps_per_s": physics,
+        "sampler_steps_per_s": steps / min(sampler_s),
+        "gym_sync_steps_per_s": steps / gym_s,
+        "sampling_s": rows[-1]["sampling_s"],
+        "update_s": rows[-1]["update_s"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def format_report(result: dict[str, float]) -> str:
+    lines = [f"{result['env']}: {result['num_envs']} envs (tasks x episodes)"]
+    for key in ("physics_steps_per_s", "sampler_steps_per_s", "gym_sync_steps_per_s"):
+        lines.append(f"  {key:<22} {result[key]:>12,.0f}")
+    lines.append(f"  sampler / physics      {result['sampler_steps_per_s'] / result['physics_steps_per_s']:>12.2f}")
+    lines.append(f"  sampler / gym sync     {result['sampler_steps_per_s'] / result['gym_sync_steps_per_s']:>12.2f}")
+    lines.append(f"  one meta-iteration:    sampling {result['sampling_s']:.2f} s, update {result['update_s']:.2f} s")
+    lines.append(f"  peak RSS               {result['peak_rss_mb']:>9.0f} MiB")
+    return "\n".join(lines)
