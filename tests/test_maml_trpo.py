@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.func import vmap
 
-from metarl.episodes import Episodes
+from metarl.baselines import LinearFeatureBaseline
+from metarl.episodes import Episodes, discounted_returns, masked_mean
 from metarl.maml_trpo import MAMLTRPO
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.trpo import flatten, unflatten
@@ -161,3 +162,19 @@ def test_step_rejects_when_no_candidate_is_acceptable_and_on_nan():
     new, info = algo.step(params, train, bad)
     assert info["nan"] == 1.0 and info["accepted"] == 0.0
     assert all(torch.equal(new[k], params[k]) for k in params)
+
+
+def test_process_fills_gae_against_the_per_task_baseline():
+    algo, _, train, _ = _setup()
+    raw = train[0].replace(returns=None, advantages=None)
+    algo.normalize_advantages = False
+    done = algo.process(raw)
+    returns = discounted_returns(raw.rewards, raw.mask, algo.gamma)
+    values = LinearFeatureBaseline().fit(raw.observations, returns, raw.mask).predict(raw.observations, raw.mask)
+    torch.testing.assert_close(done.returns, returns)
+    algo.gae_lambda = 1.0  # then GAE is the return minus the baseline
+    torch.testing.assert_close(algo.process(raw).advantages, (returns - values) * raw.mask)
+    algo.normalize_advantages = True
+    adv = algo.process(raw).advantages
+    torch.testing.assert_close(masked_mean(adv, raw.mask), torch.zeros(TASKS, dtype=adv.dtype))
+    assert torch.all(adv[raw.mask == 0] == 0)
