@@ -30,6 +30,7 @@ from envs.navigation import MAX_EPISODE_STEPS as _NAVIGATION_STEPS  # noqa: E402
 from envs.navigation import TASK_SPACE as _NAVIGATION_TASKS  # noqa: E402
 from envs.navigation import BatchedNavigation2D, Navigation2DEnv  # noqa: E402
 from envs import tasks as _tasks  # noqa: E402
+from envs.oracle import BatchedTaskObservation, TaskObservation  # noqa: E402
 
 _LOCOMOTION = {
     "metarl/HalfCheetahVel-v0": HalfCheetahVelEnv,
@@ -57,13 +58,32 @@ def _check_env_id(env_id: str) -> None:
         raise ValueError(f"unknown env {env_id!r} (known: {', '.join(ENV_IDS)})")
 
 
-def make_batched(env_id: str, num_envs: int, **kwargs):
+def task_dim(env_id: str) -> int:
+    """Length of the task vector that oracle observations append (2 for a goal, 1 for a velocity or direction)."""
+    _check_env_id(env_id)
+    return sum(getattr(kind, "size", 1) for kind in _TASK_SPACES[env_id].values())
+
+
+def make_batched(env_id: str, num_envs: int, oracle: bool = False, **kwargs):
     """The batched form of ``env_id`` with ``num_envs`` (task, episode) slots.
 
-    MuJoCo envs take ``num_threads`` (default 2) for the stepping thread pool.
+    MuJoCo envs take ``num_threads`` (default 2) for the stepping thread pool. With
+    ``oracle=True`` every observation ends with the task's parameters (``envs.oracle``).
     """
     _check_env_id(env_id)
-    return _BATCHED[env_id](num_envs, **kwargs)
+    env = _BATCHED[env_id](num_envs, **kwargs)
+    if oracle:
+        env = BatchedTaskObservation(env, list(_TASK_SPACES[env_id]), task_dim(env_id))
+    return env
+
+
+def make(env_id: str, oracle: bool = False, **kwargs) -> gym.Env:
+    """The single env (``gymnasium.make``), with oracle observations if asked."""
+    _check_env_id(env_id)
+    env = gym.make(env_id, **kwargs)
+    if oracle:
+        env = TaskObservation(env, list(_TASK_SPACES[env_id]), task_dim(env_id))
+    return env
 
 
 def sample_tasks(env_id: str, n: int, seed: int | None = None) -> list[dict]:
@@ -80,7 +100,9 @@ def validate_task(env_id: str, task: dict) -> dict:
 
 __all__ = [
     "ENV_IDS",
+    "make",
     "make_batched",
+    "task_dim",
     "sample_tasks",
     "validate_task",
     "Navigation2DEnv",

@@ -85,7 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _keep_freed_memory() -> None:
+    """Serve large tensors from the heap and keep freed memory for reuse (glibc only).
+
+    By default glibc maps every large allocation afresh and unmaps it when freed; the
+    meta-update allocates and frees many large temporaries, and faulting in fresh pages
+    made it about twice as slow here. The price: the process keeps its peak memory.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

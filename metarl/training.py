@@ -35,6 +35,7 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
 CHECKPOINT_FORMAT = "metarl.maml_trpo/1"
+METHODS = ("maml", "pretrained", "oracle", "random")
 
 
 @dataclass
@@ -42,6 +43,9 @@ class TrainConfig:
     """Every setting of a meta-RL run; the defaults are the MAML paper's locomotion settings."""
 
     env: str = "metarl/HalfCheetahVel-v0"
+    # maml: meta-learn the initialization; pretrained: TRPO on the task mixture, no adaptation;
+    # oracle: like pretrained, but the policy also observes the task; random: an untrained initialization
+    method: str = "maml"
     iterations: int = 500
     meta_batch_size: int = 40  # tasks per meta-iteration
     episodes_per_task: int = 20  # episodes per task, before and after each inner step
@@ -54,6 +58,7 @@ class TrainConfig:
     max_kl: float = 0.01
     cg_iters: int = 10
     cg_damping: float = 1e-5
+    fisher_subsample: float = 1.0  # fraction of each task's episodes in Fisher-vector products (1 = all)
     ls_ratio: float = 0.8
     ls_max_steps: int = 15
     hidden_sizes: tuple[int, ...] = (100, 100)
@@ -73,6 +78,8 @@ class TrainConfig:
 
         if self.env not in envs.ENV_IDS:
             raise UserError(f"config key 'env': unknown environment {self.env!r} (known: {', '.join(envs.ENV_IDS)})")
+        if self.method not in METHODS:
+            raise UserError(f"config key 'method' must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.activation not in ("relu", "tanh"):
             raise UserError(f"config key 'activation' must be 'relu' or 'tanh', got {self.activation!r}")
         positive_ints = ("iterations", "meta_batch_size", "episodes_per_task", "num_inner_steps", "cg_iters",
@@ -89,6 +96,8 @@ class TrainConfig:
         for key in ("gamma", "gae_lambda", "ls_ratio"):
             if not 0.0 < getattr(self, key) <= 1.0:
                 raise UserError(f"config key {key!r} must be in (0, 1], got {getattr(self, key)}")
+        if not 0.0 < self.fisher_subsample <= 1.0:
+            raise UserError(f"config key 'fisher_subsample' must be in (0, 1], got {self.fisher_subsample}")
         if self.cg_damping < 0:
             raise UserError(f"config key 'cg_damping' must be >= 0, got {self.cg_damping}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
@@ -99,7 +108,7 @@ def make_env(config: TrainConfig, num_tasks: int, episodes_per_task: int):
     """The batched env for ``num_tasks x episodes_per_task`` rollouts of ``config.env``."""
     import envs
 
-    return envs.make_batched(config.env, num_tasks * episodes_per_task)
+    return envs.make_batched(config.env, num_tasks * episodes_per_task, oracle=config.method == "oracle")
 
 
 def make_policy(config: TrainConfig, env) -> GaussianMLPPolicy | CategoricalMLPPolicy:
@@ -122,6 +131,7 @@ def make_learner(config: TrainConfig, policy) -> MAMLTRPO:
         ls_ratio=config.ls_ratio,
         ls_max_steps=config.ls_max_steps,
         normalize_advantages=config.normalize_advantages,
+        fisher_subsample=config.fisher_subsample,
     )
 
 
@@ -175,7 +185,8 @@ def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: 
     tasks = env.sample_tasks(config.meta_batch_size, seed=derive_seed(TRAIN, config.seed, iteration, 0))
     task_params = broadcast(params, len(tasks))
     train_episodes = []
-    for k in range(config.num_inner_steps):
+    inner_steps = config.num_inner_steps if config.method == "maml" else 0  # baselines: plain TRPO on theta
+    for k in range(inner_steps):
         episodes = sample_episodes(env, policy, task_params, tasks, config.episodes_per_task,
                                    seed=derive_seed(TRAIN, config.seed, iteration, k + 1))
         train_episodes.append(learner.process(episodes))
@@ -184,12 +195,12 @@ def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: 
             task_params, train_episodes[-1], config.inner_lr, first_order=True).items()}
     valid_episodes = learner.process(sample_episodes(
         env, policy, task_params, tasks, config.episodes_per_task,
-        seed=derive_seed(TRAIN, config.seed, iteration, config.num_inner_steps + 1)))
+        seed=derive_seed(TRAIN, config.seed, iteration, inner_steps + 1)))
     t1 = time.perf_counter()
     params, info = learner.step(params, train_episodes, valid_episodes)
     t2 = time.perf_counter()
     row = {"iteration": iteration + 1,
-           "return_pre": float(train_episodes[0].undiscounted_returns().mean()),
+           "return_pre": float((train_episodes[0] if train_episodes else valid_episodes).undiscounted_returns().mean()),
            "return_post": float(valid_episodes.undiscounted_returns().mean()),
            **{k: float(v) for k, v in info.items()},
            "sampling_s": t1 - t0, "update_s": t2 - t1,
@@ -242,7 +253,8 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=start)
     metrics = open(run_dir / METRICS, "a")
     completed = start
-    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress,
+    end = 0 if config.method == "random" else config.iterations  # a random initialization is not trained
+    bar = tqdm(range(start, end), initial=start, total=end, disable=not progress,
                desc="meta-train", unit="it", dynamic_ncols=True)
     try:
         with _sigterm_as_interrupt():
@@ -258,7 +270,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
                         writer.add_scalar(key, value, completed)
                 bar.set_postfix(pre=f"{row['return_pre']:.1f}", post=f"{row['return_post']:.1f}",
                                 kl=f"{row.get('kl', float('nan')):.4f}")
-                if completed % config.checkpoint_every == 0 or completed == config.iterations:
+                if completed % config.checkpoint_every == 0 or completed == end:
                     save(completed)
     except KeyboardInterrupt:
         save(completed)
