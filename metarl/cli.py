@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_bench)
 
+    from metarl.adapt import add_adapt_parser
+    from metarl.compare import add_compare_parser
+
+    add_compare_parser(sub)
+    add_adapt_parser(sub)
     from metarl.supervised.cli import add_supervised_parser
 
     add_supervised_parser(sub)

@@ -1,0 +1,179 @@
+"""``metarl compare``: several runs (MAML and its baselines) adapted on the same held-out tasks.
+
+This is the MAML paper's Figure 5 protocol (Finn et al. 2017, section 5.3). Every run is
+evaluated on the same held-out tasks (the ``EVALUATE`` stream, the tasks ``metarl evaluate``
+uses), with the same number of episodes per step and the same rollout seeds. MAML adapts
+with its own protocol (``inner_lr`` for the first step, ``inner_lr * eval_later_lr_scale``
+after). A baseline (pretrained, oracle, random) adapts with one step size for every step,
+picked from a grid around its config's ``inner_lr`` by the best mean return after the last
+step on separate validation tasks (the ``VALIDATE`` stream), as the paper tuned its
+baselines' step sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from metarl.errors import UserError
+from metarl.evaluation import adaptation_returns, step_sizes, summarize
+from metarl.seeding import EVALUATE, VALIDATE, derive_seed
+from metarl.training import load_run
+
+LR_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # baseline step-size grid, as multiples of the config's inner_lr
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def run_names(run_dirs: Sequence[Path], methods: Sequence[str]) -> list[str]:
+    """Each run's method name; a method that several runs share gets ``method (dir name)``."""
+    counts = Counter(methods)
+    names = [m if counts[m] == 1 else f"{m} ({d.name})" for d, m in zip(run_dirs, methods)]
+    if len(set(names)) < len(names):  # same method and same directory name: fall back to the full path
+        names = [m if counts[m] == 1 else f"{m} ({d})" for d, m in zip(run_dirs, methods)]
+    return names
+
+
+def choose_step_size(config, params: dict[str, torch.Tensor], steps: int, episodes: int, num_tasks: int, seed: int,
+                     scales: Sequence[float] = LR_SCALES) -> tuple[float, dict[float, float]]:
+    """The grid step size with the best mean return after ``steps`` steps on validation tasks.
+
+    Returns the chosen step size and every candidate's validation mean return. Validation tasks
+    and rollouts come from the ``VALIDATE`` stream, so they never coincide with the held-out ones.
+    """
+    import envs
+
+    tasks = envs.sample_tasks(config.env, num_tasks, seed=derive_seed(VALIDATE, seed, 0))
+    rollout_seed = derive_seed(VALIDATE, seed, 1)
+    scores = {}
+    for scale in scales:
+        lr = config.inner_lr * scale
+        scores[lr] = float(adaptation_returns(config, params, tasks, [lr] * steps, episodes, rollout_seed)[-1].mean())
+    best = max(scores, key=scores.get)  # first of equals: the grid's order breaks ties
+    return best, scores
+
+
+def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, steps: int | None = None,
+                 episodes: int | None = None, seed: int = 0, val_tasks: int = 10,
+                 lr_scales: Sequence[float] = LR_SCALES) -> dict[str, Any]:
+    """Adaptation curves of every run on the same held-out tasks; the JSON-ready result of ``metarl compare``.
+
+    ``num_tasks``, ``steps`` and ``episodes`` default to the first run's ``eval_tasks``,
+    ``eval_steps`` and ``eval_episodes``. Returns ``{"env", "tasks", "steps", "episodes_per_step",
+    "seed", "methods": {name: {"run_dir", "method", "iteration", "step_sizes", "returns" [steps + 1],
+    "ci95" [steps + 1], "validation" (baselines: {step size: mean return})}}}``.
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    if not run_dirs:
+        raise UserError("compare needs at least one run directory")
+    repeated = [d for d, n in Counter(d.resolve() for d in run_dirs).items() if n > 1]
+    if repeated:
+        raise UserError(f"run directory given twice: {repeated[0]}")
+    runs = [load_run(d) for d in run_dirs]
+    first_dir, (first, _) = run_dirs[0], runs[0]
+    for d, (config, _) in zip(run_dirs[1:], runs[1:]):
+        if config.env != first.env:
+            raise UserError(f"runs do not share an environment: {first_dir} is {first.env}, {d} is {config.env}")
+    num_tasks = first.eval_tasks if num_tasks is None else num_tasks
+    steps = first.eval_steps if steps is None else steps
+    episodes = first.eval_episodes if episodes is None else episodes
+    if num_tasks < 2 or val_tasks < 1:
+        raise UserError(f"--tasks must be at least 2 (a confidence interval needs two tasks) and --val-tasks "
+                        f"at least 1, got {num_tasks} and {val_tasks}")
+    if steps < 0 or episodes < 1:
+        raise UserError(f"--steps must be >= 0 and --episodes >= 1, got {steps} and {episodes}")
+    if not lr_scales or min(lr_scales) <= 0:
+        raise UserError(f"step-size scales must be positive numbers, got {list(lr_scales)}")
+    import envs
+
+    tasks = envs.sample_tasks(first.env, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
+    methods: dict[str, Any] = {}
+    for name, d, (config, state) in zip(run_names(run_dirs, [c.method for c, _ in runs]), run_dirs, runs):
+        torch.set_num_threads(config.num_threads)
+        entry: dict[str, Any] = {"run_dir": str(d), "method": config.method, "iteration": int(state["iteration"])}
+        if config.method == "maml" or steps == 0:
+            lrs = step_sizes(config.inner_lr, steps, config.eval_later_lr_scale)
+        else:
+            lr, scores = choose_step_size(config, state["params"], steps, episodes, val_tasks, seed, lr_scales)
+            lrs = [lr] * steps
+            entry["validation"] = {f"{k:g}": v for k, v in scores.items()}
+        returns, ci95 = summarize(adaptation_returns(config, state["params"], tasks, lrs, episodes, seed))
+        methods[name] = {**entry, "step_sizes": lrs, "returns": returns, "ci95": ci95}
+    return {"env": first.env, "tasks": num_tasks, "steps": steps, "episodes_per_step": episodes, "seed": seed,
+            "validation_tasks": val_tasks, "methods": methods}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Mean return +- 95% CI of every method after 0..steps gradient steps, one row per method."""
+    width = max(len("method"), *(len(n) for n in result["methods"]))
+    cells = [f"{k} step{'s' if k != 1 else ''}" for k in range(result["steps"] + 1)]
+    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {result['episodes_per_step']} episodes per step, "
+             f"mean return +- 95% CI",
+             f"{'method':<{width}}  " + "  ".join(f"{c:>16}" for c in cells) + "  step sizes"]
+    for name, m in result["methods"].items():
+        values = "  ".join(f"{f'{r:.1f} +- {c:.1f}':>16}" for r, c in zip(m["returns"], m["ci95"]))
+        lrs = ", ".join(f"{lr:g}" for lr in m["step_sizes"]) or "-"
+        chosen = " (validated)" if "validation" in m else ""
+        lines.append(f"{name:<{width}}  {values}  {lrs}{chosen}")
+    return "\n".join(lines)
+
+
+def check_suffix(path: Path | None, option: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output file whose type we cannot write, before any work is done."""
+    if path is not None and path.suffix.lower() not in suffixes:
+        raise UserError(f"{option} {path}: the file name must end in {', '.join(suffixes)}")
+
+
+def plot_curves(result: dict[str, Any], path: str | Path) -> Path:
+    """Mean return against gradient steps with 95% CI bands (the paper's Figure 5); oracle dashed."""
+    path = Path(path)
+    check_suffix(path, "--plot", PLOT_SUFFIXES)
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no display needed
+
+    figure = Figure(figsize=(5, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    x = list(range(result["steps"] + 1))
+    for name, m in result["methods"].items():
+        low = [r - c for r, c in zip(m["returns"], m["ci95"])]
+        high = [r + c for r, c in zip(m["returns"], m["ci95"])]
+        style = "--" if m["method"] == "oracle" else "-"
+        (line,) = axes.plot(x, m["returns"], style, marker="o", label=name)
+        axes.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    axes.set_xticks(x)
+    axes.set_xlabel("number of gradient steps")
+    axes.set_ylabel("average return")
+    axes.set_title(result["env"].removeprefix("metarl/"))
+    axes.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def _run(args: argparse.Namespace) -> int:
+    check_suffix(args.plot, "--plot", PLOT_SUFFIXES)  # fail before the long evaluation
+    result = compare_runs(args.run_dirs, num_tasks=args.tasks, steps=args.steps, episodes=args.episodes,
+                          seed=args.seed, val_tasks=args.val_tasks)
+    print(json.dumps(result) if args.json else format_table(result))
+    if args.plot is not None:
+        plot_curves(result, args.plot)
+        if not args.json:
+            print(f"plot: {args.plot}")
+    return 0
+
+
+def add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``metarl compare`` on the CLI's subparsers."""
+    p = sub.add_parser("compare", help="adaptation curves of several runs on the same held-out tasks (paper Fig. 5)")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="runs of one env (maml, pretrained, ...)")
+    p.add_argument("--tasks", type=int, help="held-out tasks (default: the first run's eval_tasks, 40)")
+    p.add_argument("--steps", type=int, help="gradient steps (default: the first run's eval_steps, 3)")
+    p.add_argument("--episodes", type=int, help="episodes per task and step (default: the first run's eval_episodes, 20)")
+    p.add_argument("--val-tasks", type=int, default=10, help="validation tasks for the baselines' step sizes (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed (streams disjoint from training)")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="write the return-vs-steps figure (.png, .pdf, .svg)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_run)

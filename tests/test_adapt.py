@@ -1,0 +1,120 @@
+"""metarl adapt: task parsing errors, same numbers as the evaluation protocol, the stdin prompt, video and plot."""
+
+import io
+import subprocess
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from metarl.adapt import Adapter, parse_task
+from metarl.cli import main
+from metarl.config import load_config
+from metarl.errors import UserError
+from metarl.evaluation import adaptation_returns
+from metarl.training import TrainConfig, train
+
+TINY = ["env=\"metarl/Navigation2D-v0\"", "meta_batch_size=2", "episodes_per_task=2", "hidden_sizes=[8]",
+        "inner_lr=0.5", "checkpoint_every=1", "num_threads=1", "cg_iters=3", "iterations=1"]
+FAST = ["--steps", "1", "--episodes", "2"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train(load_config(TrainConfig, None, TINY), tmp_path_factory.mktemp("runs") / "nav", progress=False)
+
+
+def test_tasks_parse_for_each_env_kind():
+    assert parse_task("metarl/Navigation2D-v0", "goal=0.3,-0.2") == {"goal": (0.3, -0.2)}
+    assert parse_task("metarl/HalfCheetahVel-v0", " velocity = 1.5 ") == {"velocity": 1.5}
+    assert parse_task("metarl/HalfCheetahVel-v0", "1.5") == {"velocity": 1.5}  # one key: the bare value
+    assert parse_task("metarl/AntDir-v0", "direction=-1") == {"direction": -1.0}
+    with pytest.raises(UserError, match="outside the range"):
+        parse_task("metarl/AntDir-v0", "direction=0.5")
+    with pytest.raises(UserError, match="outside the range"):
+        parse_task("metarl/HalfCheetahVel-v0", "velocity=nan")
+
+
+@pytest.mark.parametrize("task, message", [
+    ("speed=1", "unknown task key 'speed'"),
+    ("goal=0.9,0", "task key 'goal': value (0.9, 0.0) is outside the range [-0.5, 0.5]^2"),
+    ("goal=0.1", "task key 'goal': value 0.1 is outside the range"),
+    ("goal=up,left", "task key 'goal': value 'up,left' is not a number"),
+])
+def test_bad_task_is_a_one_line_error(run, tmp_path, capsys, task, message):
+    video = tmp_path / "out.gif"
+    assert main(["adapt", str(run), "--task", task, *FAST, "--video", str(video)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not video.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "goal=0,0", "--video", "out.avi"], "--video out.avi: the file name must end in .mp4, .gif"),
+    ([], "give either --task KEY=VALUE or --interactive"),
+])
+def test_bad_options_are_one_line_errors(run, capsys, args, message):
+    assert main(["adapt", str(run), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {message}"
+
+
+def test_unknown_run_directory_is_a_one_line_error(tmp_path, capsys):
+    assert main(["adapt", str(tmp_path / "nope"), "--task", "goal=0,0"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: run directory not found: {tmp_path / 'nope'}"
+
+
+def test_step_returns_equal_the_evaluation_protocol(run):
+    adapter = Adapter(run, episodes=2, seed=3)
+    try:
+        task = adapter.parse_task("goal=0.3,-0.2")
+        lrs = adapter.step_sizes(2)
+        results, params = adapter.adapt(task, lrs)
+    finally:
+        adapter.close()
+    assert lrs == [0.5, 0.25] and [r.lr for r in results] == [None, 0.5, 0.25]
+    expected = adaptation_returns(adapter.config, adapter.params, [task], lrs, 2, 3)[:, 0]
+    assert [r.mean_return for r in results] == pytest.approx(expected.tolist(), rel=1e-6)
+    assert params["l0.weight"].shape[0] == 1 and not np.allclose(params["l0.weight"][0], adapter.params["l0.weight"])
+    # navigation readout: the final distance is minus the last reward, between 0 and the farthest reachable point
+    assert all(0.0 <= r.readout < 11.0 for r in results)
+
+
+def test_interactive_prompt_survives_bad_input(run, monkeypatch, capsys):
+    typed = "speed=1\ngoal=0.9,0\ngoal=a,b\n\ngoal=0.3,-0.2\n0.1,0.1\nquit\ngoal=0.2,0.2\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(typed))
+    assert main(["adapt", str(run), "--interactive", *FAST]) == 0
+    out = capsys.readouterr().out
+    errors = [line for line in out.splitlines() if "error: " in line]
+    assert len(errors) == 3
+    assert "unknown task key 'speed'" in errors[0] and "outside the range" in errors[1] and "not a number" in errors[2]
+    # the two good goals were adapted to, the one after 'quit' was not
+    assert "task goal=0.3,-0.2" in out and "task goal=0.1,0.1" in out and "goal=0.2,0.2:" not in out
+    assert out.count("goal> ") == 7
+
+
+def test_interactive_ends_at_end_of_input(run, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("goal=0,0.4"))  # no newline, no quit
+    assert main(["adapt", str(run), "--interactive", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "task goal=0,0.4" in out and out.count("goal> ") == 2
+
+
+def test_video_gif_and_trajectory_plot_are_valid_files(run, tmp_path, capsys):
+    video, gif, plot = tmp_path / "v" / "adapted.mp4", tmp_path / "adapted.gif", tmp_path / "trajectories.png"
+    assert main(["adapt", str(run), "--task", "goal=0.3,-0.2", *FAST, "--video", str(video), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert f"video: {video}" in out and f"plot: {plot}" in out and "final distance to goal" in out
+    # decode the whole file with ffmpeg (imageio's reader leaves its pipes open): 256x256 RGB frames
+    decoded = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(video), "-f", "rawvideo",
+                              "-pix_fmt", "rgb24", "-"], capture_output=True, check=True)
+    frame_bytes = 256 * 256 * 3
+    assert decoded.stderr == b"" and len(decoded.stdout) % frame_bytes == 0
+    assert 2 <= len(decoded.stdout) // frame_bytes <= 101  # one frame per step plus the start, up to 100 steps
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.width > 1.5 * image.height  # two panels (0 and 1 step) side by side
+    assert main(["adapt", str(run), "--task", "goal=0.3,-0.2", *FAST, "--video", str(gif)]) == 0
+    with Image.open(gif) as image:
+        assert image.format == "GIF" and image.size == (256, 256)

@@ -1,0 +1,100 @@
+"""metarl compare: same held-out tasks for every run, baselines' step sizes from validation tasks, errors, plot."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import envs
+from metarl.cli import main
+from metarl.compare import compare_runs
+from metarl.config import load_config
+from metarl.evaluation import adaptation_returns, evaluate_run
+from metarl.seeding import EVALUATE, VALIDATE, derive_seed
+from metarl.training import TrainConfig, load_run, train
+
+TINY = ["env=\"metarl/Navigation2D-v0\"", "meta_batch_size=2", "episodes_per_task=2", "hidden_sizes=[8]",
+        "inner_lr=0.5", "checkpoint_every=1", "num_threads=1", "cg_iters=3", "iterations=1"]
+SMALL = dict(num_tasks=3, steps=2, episodes=2, val_tasks=2)
+
+
+def tiny_run(path, *extra):
+    return train(load_config(TrainConfig, None, TINY + list(extra)), path, progress=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {"maml": tiny_run(root / "maml"), "random": tiny_run(root / "random", "method=random"),
+            "cheetah": tiny_run(root / "cheetah", "method=random", "env=\"metarl/HalfCheetahVel-v0\"")}
+
+
+def test_maml_entry_equals_an_independent_evaluation(runs):
+    result = compare_runs([runs["maml"], runs["random"]], **SMALL)
+    maml = result["methods"]["maml"]
+    alone = evaluate_run(runs["maml"], num_tasks=3, steps=2, episodes=2)
+    assert maml["returns"] == alone["returns"] and maml["ci95"] == alone["ci95"]
+    assert maml["step_sizes"] == [0.5, 0.25] and "validation" not in maml
+
+
+def test_baseline_adapts_on_the_same_tasks_with_its_validated_step_size(runs):
+    result = compare_runs([runs["maml"], runs["random"]], **SMALL)
+    entry = result["methods"]["random"]
+    scores = entry["validation"]
+    assert sorted(float(k) for k in scores) == [0.125, 0.25, 0.5, 1.0, 2.0]  # the grid around inner_lr 0.5
+    best = float(max(scores, key=scores.get))
+    assert entry["step_sizes"] == [best, best]
+    # the validation scores come from validation tasks, not the held-out ones
+    config, state = load_run(runs["random"])
+    val_tasks = envs.sample_tasks(config.env, 2, seed=derive_seed(VALIDATE, 0, 0))
+    held_out = envs.sample_tasks(config.env, 3, seed=derive_seed(EVALUATE, 0, 0))
+    assert not any(t in held_out for t in val_tasks)
+    redone = adaptation_returns(config, state["params"], val_tasks, [best, best], 2, derive_seed(VALIDATE, 0, 1))
+    assert scores[f"{best:g}"] == pytest.approx(float(redone[-1].mean()), rel=1e-12)
+    # the reported curve is the held-out tasks' curve at that step size
+    curve = adaptation_returns(config, state["params"], held_out, [best, best], 2, 0)
+    assert entry["returns"] == pytest.approx(curve.mean(axis=1).tolist(), rel=1e-12)
+
+
+def test_json_names_runs_by_method_and_directory_when_methods_repeat(runs, tmp_path, capsys):
+    twin = shutil.copytree(runs["maml"], tmp_path / "twin")
+    code = main(["compare", str(runs["maml"]), str(twin), str(runs["random"]), "--tasks", "2", "--steps", "1",
+                 "--episodes", "1", "--val-tasks", "1", "--json"])
+    assert code == 0
+    methods = json.loads(capsys.readouterr().out)["methods"]
+    assert list(methods) == ["maml (maml)", "maml (twin)", "random"]
+    for m in methods.values():
+        assert len(m["returns"]) == len(m["ci95"]) == 2
+    # a copy of the same run on the same tasks and seeds gives the same numbers
+    assert methods["maml (maml)"]["returns"] == methods["maml (twin)"]["returns"]
+
+
+def test_table_and_plot(runs, tmp_path, capsys):
+    plot = tmp_path / "figs" / "figure5.png"
+    assert main(["compare", str(runs["maml"]), str(runs["random"]), "--tasks", "2", "--steps", "1",
+                 "--episodes", "1", "--val-tasks", "1", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "0 steps" in out and "1 step" in out and "(validated)" in out
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.width > 300
+        assert np.asarray(image.convert("L")).std() > 0  # not a blank canvas
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "run directory not found"),
+    ("mismatch", "runs do not share an environment"),
+    ("plot", "--plot"),
+    ("twice", "run directory given twice"),
+])
+def test_bad_arguments_are_one_line_errors(runs, tmp_path, capsys, case, message):
+    args = {"missing": [str(runs["maml"]), str(tmp_path / "nope")],
+            "mismatch": [str(runs["maml"]), str(runs["cheetah"])],
+            "plot": [str(runs["maml"]), "--plot", str(tmp_path / "figure.jpg")],
+            "twice": [str(runs["maml"]), str(runs["maml"])]}[case]
+    assert main(["compare", *args, "--tasks", "2", "--steps", "1", "--episodes", "1"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert captured.out == "" and not (tmp_path / "figure.jpg").exists()
