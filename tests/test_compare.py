@@ -1,7 +1,9 @@
 """metarl compare: same held-out tasks for every run, baselines' step sizes from validation tasks, errors, plot."""
 
+import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +100,31 @@ def test_bad_arguments_are_one_line_errors(runs, tmp_path, capsys, case, message
     err = captured.err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert captured.out == "" and not (tmp_path / "figure.jpg").exists()
+
+
+def load_paper_table():
+    path = Path(__file__).resolve().parents[1] / "experiments" / "paper_table.py"
+    spec = importlib.util.spec_from_file_location("paper_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_table_trains_compares_and_writes_the_markdown(tmp_path, capsys):
+    paper_table = load_paper_table()
+    args = ["navigation2d", "--out", str(tmp_path / "row"), "--methods", "maml,random", "--tasks", "2",
+            "--steps", "1", "--episodes", "1", "--val-tasks", "1", "--no-progress",
+            *[f"--set={item}" for item in TINY if not item.startswith(("env=", "inner_lr="))]]
+    assert paper_table.main(args) == 0
+    table = (tmp_path / "row" / "table.md").read_text()
+    result = json.loads((tmp_path / "row" / "compare.json").read_text())
+    ours = result["methods"]["maml"]
+    assert f"| maml (ours) | {ours['returns'][0]:.1f} ± {ours['ci95'][0]:.1f} |" in table
+    assert "| maml (paper) | -40.4 | -11.7 |" in table and "| random (ours) |" in table
+    assert (tmp_path / "row" / "figure5.png").stat().st_size > 0
+    # a second invocation continues the finished runs instead of refusing their checkpoints
+    assert paper_table.main(args) == 0
+    assert json.loads((tmp_path / "row" / "compare.json").read_text())["methods"]["maml"]["returns"] == ours["returns"]
+    capsys.readouterr()
+    assert paper_table.main(["navigation2d", "--out", str(tmp_path / "bad"), "--methods", "maml,reptile"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --methods: unknown method reptile (known: maml, pretrained, oracle, random)"
