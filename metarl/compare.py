@@ -23,7 +23,7 @@ import torch
 from metarl.errors import UserError
 from metarl.evaluation import adaptation_returns, step_sizes, summarize
 from metarl.seeding import EVALUATE, VALIDATE, derive_seed
-from metarl.training import load_run
+from metarl.training import TrainConfig, load_run
 
 LR_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # baseline step-size grid, as multiples of the config's inner_lr
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -38,7 +38,7 @@ def run_names(run_dirs: Sequence[Path], methods: Sequence[str]) -> list[str]:
     return names
 
 
-def choose_step_size(config, params: dict[str, torch.Tensor], steps: int, episodes: int, num_tasks: int, seed: int,
+def choose_step_size(config: TrainConfig, params: dict[str, torch.Tensor], steps: int, episodes: int, num_tasks: int, seed: int,
                      scales: Sequence[float] = LR_SCALES) -> tuple[float, dict[float, float]]:
     """The grid step size with the best mean return after ``steps`` steps on validation tasks.
 

@@ -118,3 +118,18 @@ def test_video_gif_and_trajectory_plot_are_valid_files(run, tmp_path, capsys):
     assert main(["adapt", str(run), "--task", "goal=0.3,-0.2", *FAST, "--video", str(gif)]) == 0
     with Image.open(gif) as image:
         assert image.format == "GIF" and image.size == (256, 256)
+
+
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/AntDir-v0"])
+def test_locomotion_readout_reads_the_torso_forward_velocity(tmp_path, env_id):
+    run = train(load_config(TrainConfig, None, TINY + ["method=random", f"env=\"{env_id}\""]), tmp_path / "run",
+                progress=False)
+    adapter = Adapter(run, episodes=2)
+    try:
+        obs = adapter.env.reset(seed=1)
+        qvel = adapter.env.get_state()[1]
+        assert np.array_equal(obs[:, adapter.velocity_index], qvel[:, 0])  # qvel[0]: the torso's x velocity
+        task = adapter.parse_task("direction=-1" if "Dir" in env_id else "velocity=1.5")
+        assert "forward velocity m/s" in adapter.describe_readout(task)
+    finally:
+        adapter.close()
