@@ -15,21 +15,35 @@ E_i is the mask-weighted mean over the task's taken steps. The step direction so
 is zero with zero gradient there, H is exactly the Gauss-Newton matrix ``J^T M J``: J is
 the Jacobian of the post-adaptation distribution parameters (per step) with respect to
 theta, through the adaptation, and M the distribution's Fisher matrix in those
-parameters. One reverse pass with ``create_graph`` gives ``u -> J^T u`` as a graph that is
-linear in u; differentiating it w.r.t. u gives ``v -> J v``. That graph and the forward
-graph are built once per meta-update and reused by every conjugate-gradient iteration.
-With ``first_order`` the adaptation counts as ``theta'_i = theta + const_i`` in both the
-meta-gradient and J.
+parameters.
+
+J is applied by the chain rule through the adaptation rather than by differentiating
+one big graph twice. With K inner steps ``x_{k+1} = x_k - a_k g_k(x_k)`` per task
+(``x_0 = theta``) and ``dist = f(x_K)``,
+
+    J v   = J_f (I - a_{K-1} H_{K-1}) ... (I - a_0 H_0) v
+    J^T u = (I - a_0 H_0) ... (I - a_{K-1} H_{K-1}) J_f^T u
+
+where H_k is task i's inner-loss Hessian at x_k (symmetric, so it serves both ways) and
+J_f the Jacobian of the policy's distribution at the adapted parameters. Each map is a
+``torch.func.vjp`` taken once per meta-update, with one parameter copy per task so that
+one reverse pass gives every task's own ``H_k w_i``; ``J_f w`` is the vjp of the
+(linear) ``u -> J_f^T u``. A conjugate-gradient iteration then costs 2K inner
+Hessian-vector products and one forward/backward pair of the policy, and no graph is
+rebuilt. The meta-gradient is ``J^T dS/d(dist)`` from the same maps. With
+``first_order`` the adaptation counts as ``theta'_i = theta + const_i`` (every H_k is
+dropped) in both the meta-gradient and J.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.func import vmap
+from torch.func import grad_and_value, vjp, vmap
 
 from metarl.adaptation import gradient_step
 from metarl.baselines import LinearFeatureBaseline
@@ -38,8 +52,68 @@ from metarl.policies import Params, Policy
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten, unflatten
 
 
+@dataclass
+class AdaptationLinearization:
+    """The post-adaptation distributions of all tasks at theta, and J / J^T around theta (see the module doc).
+
+    ``dist`` are the distribution parameters [tasks, T, E, k] on the valid observations;
+    ``inner_loss`` [tasks] the first inner loss at theta. Built by :meth:`MAMLTRPO.linearize`
+    and valid for any number of products until dropped.
+    """
+
+    dist: tuple[Tensor, ...]
+    inner_loss: Tensor
+    lrs: list[float]
+    hessian_products: list[Callable[[Params], Params]]  # per inner step: w_i -> H_k w_i (empty: first order)
+    dist_vjp: Callable[[tuple[Tensor, ...]], Params]  # u [tasks, T, E, k] -> J_f^T u per task
+    dist_jvp: Callable[[Params], tuple[Tensor, ...]]  # w per task -> J_f w [tasks, T, E, k]
+
+    @property
+    def num_tasks(self) -> int:
+        return self.dist[0].shape[0]
+
+    def jvp(self, v: Params) -> tuple[Tensor, ...]:
+        """J v: a tangent of theta (no task axis) -> tangents of ``dist`` [tasks, T, E, k]."""
+        w = {k: t.expand(self.num_tasks, *t.shape) for k, t in v.items()}
+        for lr, hessian_product in zip(self.lrs, self.hessian_products):
+            w = _minus_scaled(w, lr, hessian_product(w))
+        return self.dist_jvp(w)
+
+    def vjp(self, u: tuple[Tensor, ...]) -> Params:
+        """J^T u: cotangents of ``dist`` [tasks, T, E, k] -> a cotangent of theta (no task axis, tasks summed)."""
+        z = self.dist_vjp(u)
+        for lr, hessian_product in zip(reversed(self.lrs), reversed(self.hessian_products)):
+            z = _minus_scaled(z, lr, hessian_product(z))
+        return {k: t.sum(0) for k, t in z.items()}
+
+
+def _minus_scaled(a: Params, lr: float, b: Params) -> Params:
+    """a - lr * b, key by key."""
+    return {k: torch.add(a[k], b[k], alpha=-lr) for k in a}
+
+
+def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
+    """The first ``max(1, round(fraction * E))`` episodes of every task (all of them at ``fraction = 1``)."""
+    num = episodes.episodes_per_task
+    keep = max(1, min(num, round(fraction * num)))
+    if keep == num:
+        return episodes
+    fields = {f: getattr(episodes, f) for f in ("observations", "actions", "rewards", "mask", "returns", "advantages")}
+    return Episodes(**{f: None if t is None else t[:, :, :keep].contiguous() for f, t in fields.items()})
+
+
 class MAMLTRPO:
-    """The MAML-TRPO algorithm on parameter dicts; the sampler and the loop live in ``metarl.training``."""
+    """The MAML-TRPO algorithm on parameter dicts; the sampler and the loop live in ``metarl.training``.
+
+    ``fisher_subsample`` is the fraction of each task's episodes (train and valid; the
+    first ``max(1, round(fraction * E))``, episodes being exchangeable) on which the
+    Fisher-vector products of conjugate gradient are computed: H is then the Hessian of
+    the KL of the policies adapted on those train episodes, on those valid episodes. This
+    is sound because the metric only shapes the step direction: the meta-gradient, the
+    surrogate and the KL that the line search checks always use all episodes, so an
+    accepted step keeps the true KL bound and lowers the true surrogate. A
+    conjugate-gradient iteration costs in proportion to the fraction.
+    """
 
     def __init__(
         self,
@@ -56,7 +130,10 @@ class MAMLTRPO:
         ls_max_steps: int = 15,
         normalize_advantages: bool = True,
         baseline_reg: float = 1e-5,
+        fisher_subsample: float = 1.0,
     ):
+        if not 0.0 < fisher_subsample <= 1.0:
+            raise ValueError(f"fisher_subsample must be in (0, 1], got {fisher_subsample}")
         self.policy = policy
         self.inner_lr = float(inner_lr)
         self.first_order = bool(first_order)
@@ -65,6 +142,7 @@ class MAMLTRPO:
         self.ls_ratio, self.ls_max_steps = float(ls_ratio), int(ls_max_steps)
         self.normalize_advantages = bool(normalize_advantages)
         self.baseline_reg = float(baseline_reg)
+        self.fisher_subsample = float(fisher_subsample)
 
     # ------------------------------------------------------------------ advantages
     def process(self, episodes: Episodes) -> Episodes:
@@ -143,6 +221,71 @@ class MAMLTRPO:
         adapted = self.adapt(params, train_episodes, lrs, first_order)
         return vmap(self.policy.dist_params)(adapted, valid_episodes.observations)
 
+    def linearize(
+        self,
+        params: Params,
+        train_episodes: Sequence[Episodes],
+        valid_episodes: Episodes,
+        lrs: Sequence[float] | None = None,
+        first_order: bool | None = None,
+    ) -> AdaptationLinearization:
+        """``adapt(params, train_episodes)``'s distributions on the valid observations, with J and J^T at params.
+
+        ``params`` have no task axis. Every inner step is taken once, as a vjp of the
+        per-task inner gradient: its ``vjp_fn`` is the per-task inner Hessian product.
+        """
+        first_order = self.first_order if first_order is None else first_order
+        lrs = [self.inner_lr] * len(train_episodes) if lrs is None else [float(lr) for lr in lrs]
+        if len(lrs) != len(train_episodes) or not train_episodes:
+            raise ValueError(f"{len(train_episodes)} episode batches but {len(lrs)} learning rates")
+        num_tasks = valid_episodes.num_tasks
+        # one copy of theta per task: the reverse pass of a per-task function then stays per task
+        x = {k: v.detach().expand(num_tasks, *v.shape) for k, v in params.items()}
+        per_task_grad = vmap(grad_and_value(self.inner_loss))
+        hessian_products: list[Callable[[Params], Params]] = []
+        inner_loss = None
+        for episodes, lr in zip(train_episodes, lrs):
+            data = self._data(episodes)
+            if first_order:
+                with torch.no_grad():
+                    g, loss = per_task_grad(x, *data)
+            else:
+                g, hvp_fn, loss = vjp(lambda p: per_task_grad(p, *data), x, has_aux=True)
+                hessian_products.append(lambda w, hvp_fn=hvp_fn: hvp_fn(w)[0])
+            inner_loss = loss if inner_loss is None else inner_loss
+            x = {k: (x[k] - lr * g[k]).detach() for k in x}
+
+        obs = valid_episodes.observations
+        dist, dist_vjp_fn = vjp(lambda p: vmap(self.policy.dist_params)(p, obs), x)
+        # u -> J_f^T u is linear in u, so its vjp at any u (zeros here) is w -> J_f w
+        _, dist_jvp_fn = vjp(dist_vjp_fn, tuple(torch.zeros_like(d) for d in dist))
+        return AdaptationLinearization(
+            dist=tuple(d.detach() for d in dist),
+            inner_loss=inner_loss.detach(),
+            lrs=lrs if not first_order else [],
+            hessian_products=hessian_products,
+            dist_vjp=lambda u: dist_vjp_fn(tuple(u))[0],
+            dist_jvp=lambda w: dist_jvp_fn((w,))[0],
+        )
+
+    def fisher_vector_product(
+        self, lin: AdaptationLinearization, mask: Tensor, like: Params
+    ) -> Callable[[Tensor], Tensor]:
+        """``v -> (H + damping I) v`` on flat vectors; H = J^T M J is the Hessian of the mean KL at theta.
+
+        M is the distribution's Fisher at ``lin.dist`` weighted as in the mean KL: by
+        ``mask`` [tasks, T, E] over the task's taken steps, then averaged over tasks.
+        ``like``: theta's dict (shapes and order of the flat vectors).
+        """
+        weights = (mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0) / mask.shape[0]).unsqueeze(-1)
+
+        def fvp(v: Tensor) -> Tensor:
+            jv = lin.jvp(unflatten(v, like))
+            mjv = tuple(weights * t for t in self.policy.fisher_product(lin.dist, jv))
+            return flatten(lin.vjp(mjv)) + self.cg_damping * v
+
+        return fvp
+
     def step(
         self,
         params: Params,
@@ -157,40 +300,42 @@ class MAMLTRPO:
         importance ratio and of the KL. A step that does not lower the surrogate within the
         KL bound, or meets a NaN, is rejected and ``params`` come back unchanged.
         """
-        theta = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
-        with torch.no_grad():
-            inner_loss = vmap(self.inner_loss, in_dims=(None, 0, 0, 0, 0))(params, *self._data(train_episodes[0]))
-
-        dist = self.post_adaptation_dist(theta, train_episodes, valid_episodes, lrs)
-        old_dist = tuple(d.detach() for d in dist)  # same values as the policy that sampled valid_episodes
-        surrogate, _ = self.surrogate_and_kl(dist, old_dist, valid_episodes)
-        # dS/d(dist) is elementwise and cheap; the meta-gradient J^T dS/d(dist) comes out of the FVP set-up.
-        cotangent = torch.autograd.grad(surrogate, dist, retain_graph=True)
-        fvp, g = self._fisher_vector_product(theta, dist, old_dist, valid_episodes.mask, cotangent)
+        theta0 = {k: v.detach() for k, v in params.items()}
+        lin = self.linearize(theta0, train_episodes, valid_episodes, lrs)
+        old_dist = lin.dist  # same values as the policy that sampled valid_episodes
+        surrogate_of = lambda d: self.surrogate_and_kl(d, old_dist, valid_episodes)[0]  # noqa: E731
+        # dS/d(dist) is elementwise and cheap; J^T of it is the meta-gradient
+        cotangent, surrogate = grad_and_value(surrogate_of)(old_dist)
+        g = flatten(lin.vjp(cotangent))
 
         info: dict[str, float] = {
             "surrogate_before": surrogate.item(),
-            "inner_loss": inner_loss.mean().item(),
+            "inner_loss": lin.inner_loss.mean().item(),
             "grad_norm": g.norm().item(),
         }
-        rejected = {k: v.detach().clone() for k, v in params.items()}
+        rejected = {k: v.clone() for k, v in theta0.items()}
         if not torch.isfinite(g).all() or not math.isfinite(info["surrogate_before"]):
             return rejected, self._rejected_info(info, nan=True)
 
+        fisher_train = [subsample_episodes(e, self.fisher_subsample) for e in train_episodes]
+        fisher_valid = subsample_episodes(valid_episodes, self.fisher_subsample)
+        if fisher_valid is not valid_episodes:
+            del lin  # free the full-data maps before building the subsampled ones
+            lin = self.linearize(theta0, fisher_train, fisher_valid, lrs)
+        fvp = self.fisher_vector_product(lin, fisher_valid.mask, theta0)
         x, hx = conjugate_gradient(fvp, g, self.cg_iters)
+        del fvp, lin  # free the maps before the line search
         shs = 0.5 * x.dot(hx)
         finite = bool(torch.isfinite(x).all() and torch.isfinite(shs))
         if not (finite and shs.item() > 0):
             return rejected, self._rejected_info(info, nan=not finite)
         full_step = -x * torch.sqrt(self.max_kl / shs)  # so that 0.5 s^T H s = max_kl at fraction 1
         info["step_norm"] = full_step.norm().item()
-        del dist, fvp  # free the graphs before the line search
-
-        theta0 = {k: v.detach() for k, v in theta.items()}
         step_dict = unflatten(full_step, theta0)
 
         @torch.no_grad()
         def evaluate(fraction: float) -> tuple[float, float]:
+            # values only: the first-order adaptation gives the same adapted parameters
             candidate = {k: theta0[k] + fraction * step_dict[k] for k in theta0}
             new_dist = self.post_adaptation_dist(candidate, train_episodes, valid_episodes, lrs, first_order=True)
             loss, kl = self.surrogate_and_kl(new_dist, old_dist, valid_episodes)
@@ -215,32 +360,3 @@ class MAMLTRPO:
         before = info["surrogate_before"]
         return {**info, "step_norm": 0.0, "surrogate_after": before, "surrogate_gain": 0.0, "kl": 0.0,
                 "ls_steps": 0.0, "accepted": 0.0, "nan": float(nan), "step_fraction": 0.0}
-
-    def _fisher_vector_product(
-        self,
-        theta: Params,
-        dist: tuple[Tensor, ...],
-        old_dist: tuple[Tensor, ...],
-        mask: Tensor,
-        cotangent: tuple[Tensor, ...],
-    ) -> tuple[Callable[[Tensor], Tensor], Tensor]:
-        """``(v -> (H + damping I) v, J^T cotangent)`` on flat vectors; H is the Hessian of the mean KL at theta.
-
-        ``dist`` are the post-adaptation distribution parameters [tasks, T, E, k] still in
-        the graph of ``theta`` and J their Jacobian w.r.t. theta; H = J^T M J where M is the
-        distribution's Fisher weighted by mask / (taken steps of the task) / tasks, as in
-        the mean KL. ``J^T u`` is built once as a graph linear in u, evaluated at
-        u = ``cotangent``; its derivative w.r.t. u in direction v is ``J v``.
-        """
-        leaves = list(theta.values())
-        weights = (mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0) / mask.shape[0]).unsqueeze(-1)
-        u = tuple(c.detach().requires_grad_(True) for c in cotangent)
-        jt_u = torch.autograd.grad(dist, leaves, grad_outputs=u, create_graph=True)
-
-        def fvp(v: Tensor) -> Tensor:
-            jv = torch.autograd.grad(jt_u, u, grad_outputs=list(unflatten(v, theta).values()), retain_graph=True)
-            mjv = tuple(weights * t for t in self.policy.fisher_product(old_dist, jv))
-            hv = torch.autograd.grad(dist, leaves, grad_outputs=mjv, retain_graph=True)
-            return flatten(dict(zip(theta, hv))) + self.cg_damping * v
-
-        return fvp, flatten(dict(zip(theta, jt_u))).detach()

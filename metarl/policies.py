@@ -29,7 +29,16 @@ from metarl.errors import UserError
 
 Params = dict[str, Tensor]
 
-ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+
+
+def _relu(x: Tensor) -> Tensor:
+    """ReLU as ``x * (x > 0)``: equal values and derivatives to ``torch.relu``, but its second-order
+    derivatives (the inner-loss Hessian products of MAML) are plain multiplies, about a quarter
+    faster on CPU than the ``threshold_backward`` kernels of ``torch.relu``."""
+    return x * (x > 0)
+
+
+ACTIVATIONS = {"relu": _relu, "tanh": torch.tanh}
 
 
 class _MLP:
@@ -62,6 +71,20 @@ class _MLP:
                 x = self._act(x)
         return x
 
+    def task_batched_mlp(self, task_params: Params, x: Tensor) -> Tensor:
+        """x [tasks, N, in_dim] -> [tasks, N, out_dim], one parameter set per task (equal to vmap of ``mlp``).
+
+        One ``baddbmm`` per layer: the sampler calls this every time step, where vmap's
+        per-call overhead was several times the arithmetic.
+        """
+        last = len(self.sizes) - 2
+        for i in range(last + 1):
+            weight, bias = task_params[f"l{i}.weight"], task_params[f"l{i}.bias"]
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            if i < last:
+                x = self._act(x)
+        return x
+
     def is_task_batched(self, params: Params) -> bool:
         """True if ``params`` has a leading task axis (``l0.weight`` is 3-d)."""
         return params["l0.weight"].dim() == 3
@@ -76,7 +99,7 @@ class _MLP:
     ) -> Tensor:
         """task_params with a task axis, obs [tasks, E, obs_dim] -> actions [tasks, E, act_dim] (Gaussian,
         float) or [tasks, E] (categorical, int64); random draws come from ``generator``."""
-        dist = torch.func.vmap(self.dist_params)(task_params, obs)
+        dist = self.head(task_params, self.task_batched_mlp(task_params, obs))
         return self.sample(dist, generator, deterministic)
 
 
@@ -103,8 +126,16 @@ class GaussianMLPPolicy(_MLP):
 
     def dist_params(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor]:
         """obs [..., obs_dim] -> (mean, log_std), both [..., act_dim] (log_std broadcast per observation)."""
-        mean = self.mlp(params, obs)
-        return mean, params["log_std"].expand_as(mean)
+        return self.head(params, self.mlp(params, obs))
+
+    @staticmethod
+    def head(params: Params, out: Tensor) -> tuple[Tensor, Tensor]:
+        """MLP output [..., act_dim] -> (mean, log_std); ``params`` with or without a task axis (then
+        ``out`` is [tasks, N, act_dim])."""
+        log_std = params["log_std"]
+        if log_std.dim() == 2:  # task axis: one log_std per task, broadcast over the task's rows
+            log_std = log_std.unsqueeze(1)
+        return out, log_std.expand_as(out)
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
         """obs [..., obs_dim], actions [..., act_dim] -> log density [...] (nats)."""
@@ -159,7 +190,12 @@ class CategoricalMLPPolicy(_MLP):
 
     def dist_params(self, params: Params, obs: Tensor) -> tuple[Tensor]:
         """obs [..., obs_dim] -> (log-probabilities [..., num_actions],) (normalised logits)."""
-        return (torch.log_softmax(self.mlp(params, obs), dim=-1),)
+        return self.head(params, self.mlp(params, obs))
+
+    @staticmethod
+    def head(params: Params, out: Tensor) -> tuple[Tensor]:
+        """MLP output (logits) [..., num_actions] -> (log-probabilities,)."""
+        return (torch.log_softmax(out, dim=-1),)
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
         """obs [..., obs_dim], actions [...] int64 -> log probability [...]."""

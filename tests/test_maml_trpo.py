@@ -7,7 +7,7 @@ from torch.func import vmap
 
 from metarl.baselines import LinearFeatureBaseline
 from metarl.episodes import Episodes, discounted_returns, masked_mean
-from metarl.maml_trpo import MAMLTRPO
+from metarl.maml_trpo import MAMLTRPO, subsample_episodes
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.trpo import flatten, unflatten
 
@@ -93,7 +93,8 @@ def test_first_order_meta_gradient_is_the_gradient_at_the_adapted_params():
 
 
 @pytest.mark.parametrize("kind,first_order,num_steps", [
-    ("gaussian", False, 1), ("gaussian", False, 2), ("gaussian", True, 2), ("categorical", False, 2),
+    ("gaussian", False, 1), ("gaussian", False, 2), ("gaussian", True, 1), ("gaussian", True, 2),
+    ("categorical", False, 2),
 ])
 def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps):
     algo, params, train, valid = _setup(kind, first_order)
@@ -101,18 +102,60 @@ def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps):
     old = _old_dist(algo, params, train, valid)
     kl_of = _meta_objective(algo, train, valid, old)
     hessian = torch.autograd.functional.hessian(lambda f: kl_of(f, params)[1], flatten(params))
-    theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    dist = algo.post_adaptation_dist(theta, train, valid)
-    surrogate, _ = algo.surrogate_and_kl(dist, old, valid)
-    cotangent = torch.autograd.grad(surrogate, dist, retain_graph=True)
-    fvp, g = algo._fisher_vector_product(theta, dist, old, valid.mask, cotangent)
+    lin = algo.linearize(params, train, valid)
+    for d, o in zip(lin.dist, old):
+        torch.testing.assert_close(d, o)
+    fvp = algo.fisher_vector_product(lin, valid.mask, params)
     v = torch.randn(hessian.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(fvp(v), hessian @ v + algo.cg_damping * v, rtol=1e-7, atol=1e-10)
-    torch.testing.assert_close(fvp(2 * v), 2 * fvp(v))  # the reused graph stays valid across calls
-    # The meta-gradient that comes out of the set-up is the gradient of the surrogate.
+    torch.testing.assert_close(fvp(2 * v), 2 * fvp(v))  # the maps stay valid across calls
+    # J^T of dS/d(dist) from the same maps is the meta-gradient (the gradient of the surrogate).
+    old_ratio = tuple(o + 0.05 for o in old)  # an old policy other than the current one: ratio != 1
+    surrogate_of = lambda d: algo.surrogate_and_kl(d, old_ratio, valid)[0]  # noqa: E731
+    cotangent = torch.func.grad(surrogate_of)(lin.dist)
     flat = flatten(params).requires_grad_(True)
-    (expected,) = torch.autograd.grad(kl_of(flat, params)[0], flat)
-    torch.testing.assert_close(g, expected)
+    (expected,) = torch.autograd.grad(_meta_objective(algo, train, valid, old_ratio)(flat, params)[0], flat)
+    torch.testing.assert_close(flatten(lin.vjp(cotangent)), expected)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_subsampled_fisher_is_the_kl_hessian_on_the_first_episodes(first_order):
+    algo, params, train, valid = _setup(first_order=first_order)
+    algo.fisher_subsample = 0.5  # round(0.5 * 3) = 2 of 3 episodes per task
+    sub_train = [subsample_episodes(e, algo.fisher_subsample) for e in train]
+    sub_valid = subsample_episodes(valid, algo.fisher_subsample)
+    assert sub_valid.episodes_per_task == 2
+    assert torch.equal(sub_valid.mask, valid.mask[:, :, :2]) and torch.equal(sub_train[1].advantages, train[1].advantages[:, :, :2])
+    assert subsample_episodes(valid, 0.01).episodes_per_task == 1 and subsample_episodes(valid, 1.0) is valid
+    old = _old_dist(algo, params, sub_train, sub_valid)
+    kl_of = _meta_objective(algo, sub_train, sub_valid, old)
+    hessian = torch.autograd.functional.hessian(lambda f: kl_of(f, params)[1], flatten(params))
+    fvp = algo.fisher_vector_product(algo.linearize(params, sub_train, sub_valid), sub_valid.mask, params)
+    v = torch.randn(hessian.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(fvp(v), hessian @ v + algo.cg_damping * v, rtol=1e-7, atol=1e-10)
+    # ... and differs from the full-data Hessian: the subsample is really used.
+    full_old = _old_dist(algo, params, train, valid)
+    full = torch.autograd.functional.hessian(
+        lambda f: _meta_objective(algo, train, valid, full_old)(f, params)[1], flatten(params))
+    assert (full @ v - hessian @ v).abs().max() > 1e-3
+
+
+def test_subsampled_step_uses_all_episodes_for_gradient_and_line_search():
+    algo, params, train, valid = _setup(dtype=torch.float32, inner_lr=0.05)
+    _, full_info = algo.step(params, train, valid)
+    algo.fisher_subsample = 0.5
+    new, info = algo.step(params, train, valid)
+    assert info["accepted"] == 1.0 and 0 < info["kl"] <= algo.max_kl
+    for key in ("surrogate_before", "inner_loss", "grad_norm"):
+        assert info[key] == full_info[key]
+    assert info["step_norm"] != pytest.approx(full_info["step_norm"])  # another metric, another direction
+    old = _old_dist(algo, params, train, valid)
+    with torch.no_grad():
+        surrogate, kl = algo.surrogate_and_kl(algo.post_adaptation_dist(new, train, valid), old, valid)
+    assert surrogate.item() == pytest.approx(info["surrogate_after"], rel=1e-5)
+    assert kl.item() == pytest.approx(info["kl"], rel=1e-5)
+    with pytest.raises(ValueError, match="fisher_subsample"):
+        MAMLTRPO(algo.policy, inner_lr=0.1, fisher_subsample=0.0)
 
 
 def test_inner_step_batches_tasks_and_accepts_batched_params():

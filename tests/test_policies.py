@@ -74,8 +74,13 @@ def test_act_with_task_batched_params_equals_per_task_calls(kind):
     for i, p in enumerate(per_task):
         single = policy.act(_stack([p]), obs[i : i + 1], deterministic=True)[0]
         torch.testing.assert_close(det[i], single)
-        if kind == "gaussian":
-            torch.testing.assert_close(det[i], policy.dist_params(p, obs[i])[0])
+        expected = policy.dist_params(p, obs[i])[0]  # the mean, or the log-probabilities
+        torch.testing.assert_close(det[i], expected if kind == "gaussian" else expected.argmax(-1))
+    # one parameter set broadcast to every task (a stride-0 view, as the sampler passes it)
+    shared = {k: v.unsqueeze(0).expand(3, *v.shape) for k, v in per_task[0].items()}
+    torch.testing.assert_close(policy.act(shared, obs, deterministic=True),
+                               torch.stack([policy.act(_stack([per_task[0]]), obs[i : i + 1], deterministic=True)[0]
+                                            for i in range(3)]))
     a1 = policy.act(batched, obs, generator=torch.Generator().manual_seed(9))
     a2 = policy.act(batched, obs, generator=torch.Generator().manual_seed(9))
     assert torch.equal(a1, a2)
@@ -83,6 +88,16 @@ def test_act_with_task_batched_params_equals_per_task_calls(kind):
         assert a1.shape == (3, 5, 4) and not torch.equal(a1, det)
     else:
         assert a1.shape == (3, 5) and a1.dtype == torch.int64
+
+
+def test_relu_has_torch_relu_values_and_derivatives():
+    policy = GaussianMLPPolicy(3, 2, hidden_sizes=(4,), activation="relu")
+    x = torch.tensor([-2.0, -0.0, 0.0, 0.5, 3.0], dtype=torch.float64, requires_grad=True)
+    y, y_ref = policy._act(x), torch.relu(x)
+    assert torch.equal(y, y_ref)
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (g_ref,) = torch.autograd.grad(y_ref.sum(), x, create_graph=True)
+    assert torch.equal(g, g_ref)  # 0 at x = 0, as torch.relu
 
 
 def test_gaussian_act_samples_have_policy_std():
