@@ -17,19 +17,20 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from metarl.compare import PLOT_SUFFIXES, check_suffix
-from metarl.episodes import Episodes
 from metarl.errors import UserError
-from metarl.evaluation import step_sizes
-from metarl.sampling import sample_episodes
 from metarl.seeding import EVALUATE, derive_seed
-from metarl.training import broadcast, load_run, make_env, make_learner, make_policy
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from metarl.episodes import Episodes
+# torch, the envs and the training modules are imported where they are used, so that building the
+# CLI's parser (which registers this command) stays fast
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 QUIT = ("quit", "exit", "q")
@@ -84,6 +85,11 @@ class Adapter:
     """A run loaded once, ready to adapt to task after task (one env and policy, reused)."""
 
     def __init__(self, run_dir: str | Path, episodes: int | None = None, seed: int = 0):
+        import torch
+
+        import envs
+        from metarl.training import load_run, make_env, make_learner, make_policy
+
         self.config, state = load_run(run_dir)
         self.params: dict[str, Tensor] = state["params"]
         self.iteration = int(state["iteration"])
@@ -97,8 +103,6 @@ class Adapter:
         self.learner = make_learner(self.config, self.policy)
         self.navigation = "goal" in self.task_keys
         if not self.navigation:
-            import envs
-
             # locomotion observations are qpos (without torso x[, y]) then qvel; qvel[0] is the forward velocity.
             # An oracle env appends the task vector after them.
             oracle_dim = envs.task_dim(self.config.env) if self.config.method == "oracle" else 0
@@ -121,6 +125,8 @@ class Adapter:
             raise UserError(f"--lr must be a positive number, got {lr}")
         if lr is not None:
             return [lr] * steps
+        from metarl.evaluation import step_sizes
+
         return step_sizes(self.config.inner_lr, steps, self.config.eval_later_lr_scale)
 
     def readout(self, episodes: Episodes) -> float:
@@ -139,6 +145,9 @@ class Adapter:
         Rollouts are seeded as in ``metarl.evaluation.adaptation_returns``, so the returns equal its
         row means for the same task, step sizes, episodes and seed.
         """
+        from metarl.sampling import sample_episodes
+        from metarl.training import broadcast
+
         task_params = broadcast(self.params, 1)
         results = []
         for k in range(len(lrs) + 1):
@@ -172,6 +181,8 @@ class Adapter:
     def write_video(self, task: dict[str, Any], params: dict[str, Tensor], path: str | Path) -> Path:
         """One episode of ``params`` [1, ...] (mean actions) rendered headless, as MP4 or GIF by ``path``'s suffix."""
         import imageio
+        import torch
+
         import envs
 
         path = Path(path)

@@ -16,14 +16,17 @@ import argparse
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Sequence
 
 from metarl.errors import UserError
-from metarl.evaluation import adaptation_returns, step_sizes, summarize
 from metarl.seeding import EVALUATE, VALIDATE, derive_seed
-from metarl.training import TrainConfig, load_run
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from metarl.training import TrainConfig
+# torch, the envs and the training modules are imported where they are used, so that building the
+# CLI's parser (which registers this command) stays fast
 
 LR_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # baseline step-size grid, as multiples of the config's inner_lr
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -38,14 +41,15 @@ def run_names(run_dirs: Sequence[Path], methods: Sequence[str]) -> list[str]:
     return names
 
 
-def choose_step_size(config: TrainConfig, params: dict[str, torch.Tensor], steps: int, episodes: int, num_tasks: int, seed: int,
-                     scales: Sequence[float] = LR_SCALES) -> tuple[float, dict[float, float]]:
+def choose_step_size(config: TrainConfig, params: dict[str, Tensor], steps: int, episodes: int, num_tasks: int,
+                     seed: int, scales: Sequence[float] = LR_SCALES) -> tuple[float, dict[float, float]]:
     """The grid step size with the best mean return after ``steps`` steps on validation tasks.
 
     Returns the chosen step size and every candidate's validation mean return. Validation tasks
     and rollouts come from the ``VALIDATE`` stream, so they never coincide with the held-out ones.
     """
     import envs
+    from metarl.evaluation import adaptation_returns
 
     tasks = envs.sample_tasks(config.env, num_tasks, seed=derive_seed(VALIDATE, seed, 0))
     rollout_seed = derive_seed(VALIDATE, seed, 1)
@@ -67,6 +71,12 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     "seed", "methods": {name: {"run_dir", "method", "iteration", "step_sizes", "returns" [steps + 1],
     "ci95" [steps + 1], "validation" (baselines: {step size: mean return})}}}``.
     """
+    import torch
+
+    import envs
+    from metarl.evaluation import adaptation_returns, step_sizes, summarize
+    from metarl.training import load_run
+
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise UserError("compare needs at least one run directory")
@@ -88,8 +98,6 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
         raise UserError(f"--steps must be >= 0 and --episodes >= 1, got {steps} and {episodes}")
     if not lr_scales or min(lr_scales) <= 0:
         raise UserError(f"step-size scales must be positive numbers, got {list(lr_scales)}")
-    import envs
-
     tasks = envs.sample_tasks(first.env, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
     methods: dict[str, Any] = {}
     for name, d, (config, state) in zip(run_names(run_dirs, [c.method for c, _ in runs]), run_dirs, runs):
