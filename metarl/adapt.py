@@ -269,7 +269,7 @@ def interactive(adapter: Adapter, lrs: list[float], lines: TextIO, out: TextIO, 
     Bad input prints ``error: ...`` and the prompt comes back. Works with any text stream (a pipe too).
     """
     keys = adapter.task_keys
-    example = format_task(adapter.env.sample_tasks(1, seed=0)[0])
+    example = format_task({k: np.round(v, 1) for k, v in adapter.env.sample_tasks(1, seed=0)[0].items()})
     bare = ", or just the value" if len(keys) == 1 else ""
     print(f"type a goal as {example}{bare}; 'quit' or end of input to stop", file=out)
     done = 0
@@ -280,6 +280,8 @@ def interactive(adapter: Adapter, lrs: list[float], lines: TextIO, out: TextIO, 
         if not line:  # end of input
             out.write("\n")
             return done
+        if not lines.isatty():  # no terminal echoed it: show the goal, so the transcript reads as typed
+            out.write(line if line.endswith("\n") else line + "\n")
         text = line.strip()
         if text.lower() in QUIT:
             return done
@@ -314,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
 def add_adapt_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``metarl adapt`` on the CLI's subparsers."""
     p = sub.add_parser("adapt", help="adapt a trained run to a goal you pick; print, render, plot")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--task", metavar="KEY=VALUE", help="the goal, e.g. velocity=1.5, goal=0.3,-0.2, direction=-1")
     p.add_argument("--interactive", action="store_true", help="prompt for goal after goal (quit or end of input stops)")
     p.add_argument("--steps", type=int, default=3, help="gradient steps (default 3)")

@@ -92,7 +92,7 @@ def test_interactive_prompt_survives_bad_input(run, monkeypatch, capsys):
     assert "unknown task key 'speed'" in errors[0] and "outside the range" in errors[1] and "not a number" in errors[2]
     # the two good goals were adapted to, the one after 'quit' was not
     assert "task goal=0.3,-0.2" in out and "task goal=0.1,0.1" in out and "goal=0.2,0.2:" not in out
-    assert out.count("goal> ") == 7
+    assert out.count("goal> ") == 7 and "goal> speed=1\nerror: unknown task key" in out  # piped input is echoed
 
 
 def test_interactive_ends_at_end_of_input(run, monkeypatch, capsys):
