@@ -24,6 +24,7 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout, installed or not
 
+from metarl.cli import _keep_freed_memory  # noqa: E402
 from metarl.compare import compare_runs, plot_curves  # noqa: E402
 from metarl.config import load_config  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
@@ -142,7 +143,8 @@ def run(args: argparse.Namespace, command: str) -> Path:
     print("comparing", flush=True)
     start = time.perf_counter()
     result = compare_runs([r["run_dir"] for r in runs.values()], num_tasks=args.tasks, steps=args.steps,
-                          episodes=args.episodes, seed=args.seed, val_tasks=args.val_tasks)
+                          episodes=args.episodes, seed=args.seed, val_tasks=args.val_tasks,
+                          log=lambda line: print(f"  {line}", flush=True))
     compare_s = time.perf_counter() - start
     (out / "compare.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_curves(result, out / "figure5.png")
@@ -153,6 +155,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _keep_freed_memory()  # the CLI's heap setting: the meta-update is much slower without it
     args = build_parser().parse_args(argv)
     try:
         table = run(args, shlex.join(["python", "experiments/paper_table.py", *argv]))

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from metarl.errors import UserError
 from metarl.seeding import EVALUATE, VALIDATE, derive_seed
@@ -63,13 +64,14 @@ def choose_step_size(config: TrainConfig, params: dict[str, Tensor], steps: int,
 
 def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, steps: int | None = None,
                  episodes: int | None = None, seed: int = 0, val_tasks: int = 10,
-                 lr_scales: Sequence[float] = LR_SCALES) -> dict[str, Any]:
+                 lr_scales: Sequence[float] = LR_SCALES, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Adaptation curves of every run on the same held-out tasks; the JSON-ready result of ``metarl compare``.
 
     ``num_tasks``, ``steps`` and ``episodes`` default to the first run's ``eval_tasks``,
     ``eval_steps`` and ``eval_episodes``. Returns ``{"env", "tasks", "steps", "episodes_per_step",
     "seed", "methods": {name: {"run_dir", "method", "iteration", "step_sizes", "returns" [steps + 1],
-    "ci95" [steps + 1], "validation" (baselines: {step size: mean return})}}}``.
+    "ci95" [steps + 1], "validation" (baselines: {step size: mean return})}}}``. ``log`` receives
+    a line as each run starts.
     """
     import torch
 
@@ -101,6 +103,9 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     tasks = envs.sample_tasks(first.env, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
     methods: dict[str, Any] = {}
     for name, d, (config, state) in zip(run_names(run_dirs, [c.method for c, _ in runs]), run_dirs, runs):
+        if log is not None:
+            log(f"{name}: {'choosing the step size, then ' if config.method != 'maml' and steps else ''}"
+                f"adapting on {num_tasks} tasks")
         torch.set_num_threads(config.num_threads)
         entry: dict[str, Any] = {"run_dir": str(d), "method": config.method, "iteration": int(state["iteration"])}
         if config.method == "maml" or steps == 0:
@@ -164,7 +169,8 @@ def plot_curves(result: dict[str, Any], path: str | Path) -> Path:
 def _run(args: argparse.Namespace) -> int:
     check_suffix(args.plot, "--plot", PLOT_SUFFIXES)  # fail before the long evaluation
     result = compare_runs(args.run_dirs, num_tasks=args.tasks, steps=args.steps, episodes=args.episodes,
-                          seed=args.seed, val_tasks=args.val_tasks)
+                          seed=args.seed, val_tasks=args.val_tasks,
+                          log=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(result) if args.json else format_table(result))
     if args.plot is not None:
         plot_curves(result, args.plot)
