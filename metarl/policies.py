@@ -32,10 +32,10 @@ Params = dict[str, Tensor]
 
 
 def _relu(x: Tensor) -> Tensor:
-    """ReLU as ``x * (x > 0)``: equal values and derivatives to ``torch.relu``, but its second-order
-    derivatives (the inner-loss Hessian products of MAML) are plain multiplies, about a quarter
-    faster on CPU than the ``threshold_backward`` kernels of ``torch.relu``."""
-    return x * (x > 0)
+    """ReLU as ``x * mask``: equal values and derivatives to ``torch.relu``, but the higher-order
+    derivatives (MAML's inner-loss Hessian products) become plain multiplies by the saved mask,
+    faster on CPU than ``threshold_backward``; a float mask saves a bool->float copy per use."""
+    return x * (x > 0).to(x.dtype)
 
 
 ACTIVATIONS = {"relu": _relu, "tanh": torch.tanh}
