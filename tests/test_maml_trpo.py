@@ -133,11 +133,9 @@ def test_subsampled_fisher_is_the_kl_hessian_on_the_first_episodes(first_order):
     fvp = algo.fisher_vector_product(algo.linearize(params, sub_train, sub_valid), sub_valid.mask, params)
     v = torch.randn(hessian.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     torch.testing.assert_close(fvp(v), hessian @ v + algo.cg_damping * v, rtol=1e-7, atol=1e-10)
-    # ... and differs from the full-data Hessian: the subsample is really used.
-    full_old = _old_dist(algo, params, train, valid)
-    full = torch.autograd.functional.hessian(
-        lambda f: _meta_objective(algo, train, valid, full_old)(f, params)[1], flatten(params))
-    assert (full @ v - hessian @ v).abs().max() > 1e-3
+    # ... and differs from the full-data product (checked against its Hessian above): the subsample is used.
+    full = algo.fisher_vector_product(algo.linearize(params, train, valid), valid.mask, params)
+    assert (full(v) - hessian @ v).abs().max() > 1e-3
 
 
 def test_subsampled_step_uses_all_episodes_for_gradient_and_line_search():
