@@ -14,7 +14,8 @@ Both policies expose the same functional interface used by the MAML-TRPO core:
 - ``fisher_product(dist, tangent) -> tuple`` the Fisher matrix of the distribution in
   the space of its parameters times a tangent there (used for Gauss-Newton
   Fisher-vector products in TRPO);
-- ``act(task_params, obs)`` batched sampling for the sampler (``sample(dist, ...)`` per class).
+- ``act(task_params, obs)`` batched sampling for the sampler: one ``baddbmm`` per layer
+  (``task_batched_mlp``), then ``head`` (MLP output -> distribution) and ``sample`` per class.
 """
 
 from __future__ import annotations
