@@ -82,6 +82,25 @@ def test_step_returns_equal_the_evaluation_protocol(run):
     assert all(0.0 <= r.readout < 11.0 for r in results)
 
 
+def test_oracle_run_adapts_and_renders_with_the_task_in_its_observations(tmp_path, capsys):
+    run = train(load_config(TrainConfig, None, TINY + ["method=oracle"]), tmp_path / "oracle", progress=False)
+    adapter = Adapter(run, episodes=2)
+    try:
+        assert adapter.env.observation_dim == 4  # position, then the goal
+        task = adapter.parse_task("goal=-0.4,0.25")
+        results, _ = adapter.adapt(task, [0.5])
+        assert np.all(results[0].episodes.observations[0, 0, :, 2:].numpy() == np.float32([-0.4, 0.25]))
+    finally:
+        adapter.close()
+    expected = adaptation_returns(adapter.config, adapter.params, [task], [0.5], 2, 0)[:, 0]
+    assert [r.mean_return for r in results] == pytest.approx(expected.tolist(), rel=1e-6)
+    gif = tmp_path / "oracle.gif"
+    assert main(["adapt", str(run), "--task", "goal=-0.4,0.25", *FAST, "--lr", "0.5", "--video", str(gif)]) == 0
+    assert "oracle run at iteration 1" in capsys.readouterr().out
+    with Image.open(gif) as image:
+        assert image.format == "GIF"
+
+
 def test_interactive_prompt_survives_bad_input(run, monkeypatch, capsys):
     typed = "speed=1\ngoal=0.9,0\ngoal=a,b\n\ngoal=0.3,-0.2\n0.1,0.1\nquit\ngoal=0.2,0.2\n"
     monkeypatch.setattr("sys.stdin", io.StringIO(typed))

@@ -29,8 +29,9 @@ def tiny_run(path, *extra):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return {"maml": tiny_run(root / "maml"), "random": tiny_run(root / "random", "method=random"),
-            "cheetah": tiny_run(root / "cheetah", "method=random", "env=\"metarl/HalfCheetahVel-v0\"")}
+    runs = {m: tiny_run(root / m, f"method={m}") for m in ("maml", "pretrained", "oracle", "random")}
+    runs["cheetah"] = tiny_run(root / "cheetah", "method=random", "env=\"metarl/HalfCheetahVel-v0\"")
+    return runs
 
 
 def test_maml_entry_equals_an_independent_evaluation(runs):
@@ -58,6 +59,20 @@ def test_baseline_adapts_on_the_same_tasks_with_its_validated_step_size(runs):
     # the reported curve is the held-out tasks' curve at that step size
     curve = adaptation_returns(config, state["params"], held_out, [best, best], 2, 0)
     assert entry["returns"] == pytest.approx(curve.mean(axis=1).tolist(), rel=1e-12)
+
+
+def test_all_four_methods_on_one_table(runs, tmp_path, capsys):
+    order = ["maml", "pretrained", "oracle", "random"]
+    plot = tmp_path / "figure5.svg"
+    assert main(["compare", *[str(runs[m]) for m in order], "--tasks", "2", "--steps", "1", "--episodes", "1",
+                 "--val-tasks", "1", "--json", "--plot", str(plot)]) == 0
+    methods = json.loads(capsys.readouterr().out)["methods"]
+    assert list(methods) == order and [m["method"] for m in methods.values()] == order
+    assert [("validation" in m) for m in methods.values()] == [False, True, True, True]
+    assert methods["pretrained"]["iteration"] == methods["oracle"]["iteration"] == 1
+    assert plot.read_text().lstrip().startswith("<?xml") and "oracle" in plot.read_text()
+    # the oracle policy sees the goal: its curve is not another method's
+    assert methods["oracle"]["returns"] != methods["pretrained"]["returns"]
 
 
 def test_json_names_runs_by_method_and_directory_when_methods_repeat(runs, tmp_path, capsys):
@@ -112,7 +127,7 @@ def load_paper_table():
 
 def test_paper_table_trains_compares_and_writes_the_markdown(tmp_path, capsys):
     paper_table = load_paper_table()
-    args = ["navigation2d", "--out", str(tmp_path / "row"), "--methods", "maml,random", "--tasks", "2",
+    args = ["navigation2d", "--out", str(tmp_path / "row"), "--tasks", "2",
             "--steps", "1", "--episodes", "1", "--val-tasks", "1", "--no-progress",
             *[f"--set={item}" for item in TINY if not item.startswith(("env=", "inner_lr="))]]
     assert paper_table.main(args) == 0
@@ -120,7 +135,8 @@ def test_paper_table_trains_compares_and_writes_the_markdown(tmp_path, capsys):
     result = json.loads((tmp_path / "row" / "compare.json").read_text())
     ours = result["methods"]["maml"]
     assert f"| maml (ours) | {ours['returns'][0]:.1f} ± {ours['ci95'][0]:.1f} |" in table
-    assert "| maml (paper) | -40.4 | -11.7 |" in table and "| random (ours) |" in table
+    assert "| maml (paper) | -40.4 | -11.7 |" in table and "| pretrained (paper) | -40.8 | -19.7 |" in table
+    assert "| oracle (paper) | -2.3 | — |" in table and "| random (ours) |" in table
     assert (tmp_path / "row" / "figure5.png").stat().st_size > 0
     # a second invocation continues the finished runs instead of refusing their checkpoints
     assert paper_table.main(args) == 0
