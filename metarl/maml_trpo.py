@@ -57,12 +57,12 @@ class AdaptationLinearization:
     """The post-adaptation distributions of all tasks at theta, and J / J^T around theta (see the module doc).
 
     ``dist`` are the distribution parameters [tasks, T, E, k] on the valid observations;
-    ``inner_loss`` [tasks] the first inner loss at theta. Built by :meth:`MAMLTRPO.linearize`
+    ``inner_loss`` [tasks] the first inner loss at theta (None without inner steps). Built by :meth:`MAMLTRPO.linearize`
     and valid for any number of products until dropped.
     """
 
     dist: tuple[Tensor, ...]
-    inner_loss: Tensor
+    inner_loss: Tensor | None
     lrs: list[float]
     hessian_products: list[Callable[[Params], Params]]  # per inner step: w_i -> H_k w_i (empty: first order)
     dist_vjp: Callable[[tuple[Tensor, ...]], Params]  # u [tasks, T, E, k] -> J_f^T u per task
@@ -218,6 +218,8 @@ class MAMLTRPO:
         first_order: bool | None = None,
     ) -> tuple[Tensor, ...]:
         """Distribution parameters [tasks, T, E, k] of ``adapt(params, train_episodes)`` on the valid observations."""
+        if not train_episodes:  # no inner step (the pretrained and oracle baselines): theta itself acts
+            return vmap(self.policy.dist_params, in_dims=(None, 0))(params, valid_episodes.observations)
         adapted = self.adapt(params, train_episodes, lrs, first_order)
         return vmap(self.policy.dist_params)(adapted, valid_episodes.observations)
 
@@ -236,7 +238,7 @@ class MAMLTRPO:
         """
         first_order = self.first_order if first_order is None else first_order
         lrs = [self.inner_lr] * len(train_episodes) if lrs is None else [float(lr) for lr in lrs]
-        if len(lrs) != len(train_episodes) or not train_episodes:
+        if len(lrs) != len(train_episodes):
             raise ValueError(f"{len(train_episodes)} episode batches but {len(lrs)} learning rates")
         num_tasks = valid_episodes.num_tasks
         # one copy of theta per task: the reverse pass of a per-task function then stays per task
@@ -261,7 +263,7 @@ class MAMLTRPO:
         _, dist_jvp_fn = vjp(dist_vjp_fn, tuple(torch.zeros_like(d) for d in dist))
         return AdaptationLinearization(
             dist=tuple(d.detach() for d in dist),
-            inner_loss=inner_loss.detach(),
+            inner_loss=None if inner_loss is None else inner_loss.detach(),
             lrs=lrs if not first_order else [],
             hessian_products=hessian_products,
             dist_vjp=lambda u: dist_vjp_fn(tuple(u))[0],
@@ -310,7 +312,8 @@ class MAMLTRPO:
 
         info: dict[str, float] = {
             "surrogate_before": surrogate.item(),
-            "inner_loss": lin.inner_loss.mean().item(),
+            # without inner steps (baselines) there is no inner loss: report 0
+            "inner_loss": 0.0 if lin.inner_loss is None else lin.inner_loss.mean().item(),
             "grad_norm": g.norm().item(),
         }
         rejected = {k: v.clone() for k, v in theta0.items()}

@@ -107,3 +107,19 @@ def test_evaluate_json_has_one_entry_per_step(tmp_path, capsys):
     # deterministic: the same call gives the same numbers
     again = evaluate_run(run, num_tasks=3, steps=2, episodes=2)
     assert again["returns"] == result["returns"]
+
+
+def test_baselines_train_without_adaptation(tmp_path):
+    initial = GaussianMLPPolicy(2, 2, hidden_sizes=(8,)).init_params(torch.Generator().manual_seed(0))
+    random_run = train(tiny(3, 'method="random"'), tmp_path / "random", progress=False)
+    state = load_checkpoint(random_run / CHECKPOINT)
+    assert state["iteration"] == 0 and all(torch.equal(state["params"][k], initial[k]) for k in initial)
+
+    pretrained = params_of(train(tiny(2, 'method="pretrained"'), tmp_path / "pretrained", progress=False))
+    assert any(not torch.equal(pretrained[k], initial[k]) for k in initial)
+    rows = [json.loads(line) for line in (tmp_path / "pretrained" / METRICS).read_text().splitlines()]
+    # no inner step: the episodes before and after "adaptation" are the same batch
+    assert all(r["return_pre"] == r["return_post"] and r["inner_loss"] == 0.0 for r in rows)
+
+    oracle = params_of(train(tiny(1, 'method="oracle"'), tmp_path / "oracle", progress=False))
+    assert oracle["l0.weight"].shape == (8, 4)  # the oracle sees its position and the goal
