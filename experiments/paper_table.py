@@ -24,7 +24,7 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout, installed or not
 
-from metarl.cli import _keep_freed_memory  # noqa: E402
+from metarl.cli import keep_freed_memory  # noqa: E402
 from metarl.compare import compare_runs, plot_curves  # noqa: E402
 from metarl.config import load_config  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, command: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    _keep_freed_memory()  # the CLI's heap setting: the meta-update is much slower without it
+    keep_freed_memory()  # the CLI's heap setting: the meta-update is much slower without it
     args = build_parser().parse_args(argv)
     try:
         table = run(args, shlex.join(["python", "experiments/paper_table.py", *argv]))

@@ -145,19 +145,14 @@ class Adapter:
         Rollouts are seeded as in ``metarl.evaluation.adaptation_returns``, so the returns equal its
         row means for the same task, step sizes, episodes and seed.
         """
-        from metarl.sampling import sample_episodes
-        from metarl.training import broadcast
+        from metarl.evaluation import adaptation_rollouts
 
-        task_params = broadcast(self.params, 1)
-        results = []
-        for k in range(len(lrs) + 1):
-            batch = sample_episodes(self.env, self.policy, task_params, [task], self.episodes,
-                                    seed=derive_seed(EVALUATE, self.seed, k + 1))
+        results, task_params = [], None
+        rollouts = adaptation_rollouts(self.env, self.policy, self.learner, self.params, [task], lrs, self.episodes,
+                                       self.seed)
+        for k, (batch, task_params) in enumerate(rollouts):
             results.append(AdaptationStep(k, lrs[k - 1] if k else None,
                                           float(batch.undiscounted_returns().mean()), self.readout(batch), batch))
-            if k < len(lrs):
-                task_params = {n: v.detach() for n, v in self.learner.inner_step(
-                    task_params, self.learner.process(batch), lrs[k], first_order=True).items()}
         return results, task_params
 
     def describe_readout(self, task: dict[str, Any]) -> str:

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Serve large tensors from the heap and keep freed memory for reuse (glibc only).
 
     By default glibc maps every large allocation afresh and unmaps it when freed; the
@@ -109,7 +109,7 @@ def _keep_freed_memory() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _keep_freed_memory()
+    keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

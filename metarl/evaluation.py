@@ -8,12 +8,13 @@ policy, step 1 uses ``inner_lr`` and later steps ``inner_lr * later_lr_scale``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from metarl.episodes import Episodes
 from metarl.errors import UserError
 from metarl.sampling import sample_episodes
 from metarl.seeding import EVALUATE, derive_seed
@@ -24,6 +25,23 @@ from metarl.training import TrainConfig, broadcast, load_run, make_env, make_lea
 def step_sizes(inner_lr: float, steps: int, later_lr_scale: float) -> list[float]:
     """The paper's evaluation step sizes: ``inner_lr`` for step 1, ``inner_lr * scale`` after."""
     return [inner_lr if k == 0 else inner_lr * later_lr_scale for k in range(steps)]
+
+
+def adaptation_rollouts(env, policy, learner, params: dict[str, Tensor], tasks: Sequence[dict],
+                        lrs: Sequence[float], episodes: int, seed: int) -> Iterator[tuple[Episodes, dict[str, Tensor]]]:
+    """Sample, step, sample, ...: yields the episodes after 0, 1, ..., ``len(lrs)`` inner steps.
+
+    Each item is ``(episodes, task_params)``: the batch ``[tasks, T, E]`` and the task-batched
+    parameters that sampled it (the last ones are the fully adapted policy). Rollout ``k`` is
+    seeded from ``(EVALUATE, seed, k + 1)``, so every caller sees the same episodes.
+    """
+    task_params = broadcast(params, len(tasks))
+    for k in range(len(lrs) + 1):
+        batch = sample_episodes(env, policy, task_params, tasks, episodes, seed=derive_seed(EVALUATE, seed, k + 1))
+        yield batch, task_params
+        if k < len(lrs):
+            adapted = learner.inner_step(task_params, learner.process(batch), lrs[k], first_order=True)
+            task_params = {n: v.detach() for n, v in adapted.items()}
 
 
 def adaptation_returns(
@@ -42,15 +60,9 @@ def adaptation_returns(
     env = make_env(config, len(tasks), episodes)
     policy = make_policy(config, env)
     learner = make_learner(config, policy)
-    task_params = broadcast(params, len(tasks))
-    rows = []
     try:
-        for k in range(len(lrs) + 1):
-            batch = sample_episodes(env, policy, task_params, tasks, episodes, seed=derive_seed(EVALUATE, seed, k + 1))
-            rows.append(batch.undiscounted_returns().mean(dim=1).double().numpy())  # [tasks]
-            if k < len(lrs):
-                batch = learner.process(batch)
-                task_params = {n: v.detach() for n, v in learner.inner_step(task_params, batch, lrs[k], first_order=True).items()}
+        rows = [batch.undiscounted_returns().mean(dim=1).double().numpy()  # [tasks]
+                for batch, _ in adaptation_rollouts(env, policy, learner, params, tasks, lrs, episodes, seed)]
     finally:
         env.close()
     return np.stack(rows)
