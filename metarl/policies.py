@@ -105,7 +105,15 @@ class _MLP:
 
 
 class GaussianMLPPolicy(_MLP):
-    """Diagonal Gaussian with an MLP mean and a state-independent ``log_std [act_dim]``."""
+    """Diagonal Gaussian with an MLP mean and a state-independent ``log_std [act_dim]``.
+
+    ``action_scale [act_dim]`` (default 1) maps the network's units to the env's: the mean is
+    ``action_scale * MLP(obs)`` and the std ``action_scale * exp(log_std)``. With the half-width of a
+    symmetric action box as the scale, the network works in actions normalized to [-1, 1] whatever
+    the env's bounds (as the MAML paper's code did), so ``init_std`` and step sizes mean the same on
+    every env. All distribution parameters (``dist_params``, ``kl``, ``fisher_product``) are in the
+    env's units.
+    """
 
     def __init__(
         self,
@@ -114,11 +122,16 @@ class GaussianMLPPolicy(_MLP):
         hidden_sizes: Sequence[int] = (100, 100),
         activation: str = "relu",
         init_std: float = 1.0,
+        action_scale: Sequence[float] | float = 1.0,
     ):
         super().__init__(obs_dim, act_dim, hidden_sizes, activation)
         if not init_std > 0:
             raise UserError(f"init_std must be positive, got {init_std}")
         self.obs_dim, self.act_dim, self.init_std = int(obs_dim), int(act_dim), float(init_std)
+        self.action_scale = torch.broadcast_to(torch.as_tensor(action_scale, dtype=torch.float32), (self.act_dim,))
+        if not bool((self.action_scale > 0).all()):
+            raise UserError(f"action_scale must be positive, got {self.action_scale.tolist()}")
+        self.log_action_scale = torch.log(self.action_scale)
 
     def init_params(self, generator: torch.Generator | None = None) -> Params:
         params = self.init_mlp(generator)
@@ -129,14 +142,13 @@ class GaussianMLPPolicy(_MLP):
         """obs [..., obs_dim] -> (mean, log_std), both [..., act_dim] (log_std broadcast per observation)."""
         return self.head(params, self.mlp(params, obs))
 
-    @staticmethod
-    def head(params: Params, out: Tensor) -> tuple[Tensor, Tensor]:
-        """MLP output [..., act_dim] -> (mean, log_std); ``params`` with or without a task axis (then
-        ``out`` is [tasks, N, act_dim])."""
-        log_std = params["log_std"]
+    def head(self, params: Params, out: Tensor) -> tuple[Tensor, Tensor]:
+        """MLP output [..., act_dim] -> (mean, log_std) in the env's units; ``params`` with or without
+        a task axis (then ``out`` is [tasks, N, act_dim])."""
+        log_std = params["log_std"] + self.log_action_scale.to(out.dtype)
         if log_std.dim() == 2:  # task axis: one log_std per task, broadcast over the task's rows
             log_std = log_std.unsqueeze(1)
-        return out, log_std.expand_as(out)
+        return out * self.action_scale.to(out.dtype), log_std.expand_as(out)
 
     def log_prob(self, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
         """obs [..., obs_dim], actions [..., act_dim] -> log density [...] (nats)."""

@@ -63,7 +63,8 @@ class TrainConfig:
     ls_max_steps: int = 15
     hidden_sizes: tuple[int, ...] = (100, 100)
     activation: str = "relu"
-    init_std: float = 1.0
+    init_std: float = 1.0  # initial policy std, in normalized action units if normalize_actions
+    normalize_actions: bool = True  # policy mean and std scaled by the half-width of the action box
     seed: int = 0
     checkpoint_every: int = 10  # iterations between checkpoints (one is always written at the end)
     num_threads: int = 2  # torch intra-op threads
@@ -115,7 +116,11 @@ def make_policy(config: TrainConfig, env) -> GaussianMLPPolicy | CategoricalMLPP
     """A Gaussian MLP for continuous actions, a categorical one for discrete actions."""
     if getattr(env, "num_actions", None):
         return CategoricalMLPPolicy(env.observation_dim, env.num_actions, config.hidden_sizes, config.activation)
-    return GaussianMLPPolicy(env.observation_dim, env.action_dim, config.hidden_sizes, config.activation, config.init_std)
+    scale = 1.0
+    if config.normalize_actions:  # the network acts in [-1, 1]; the env's box is symmetric
+        scale = torch.as_tensor((env.action_high - env.action_low) / 2, dtype=torch.float32)
+    return GaussianMLPPolicy(env.observation_dim, env.action_dim, config.hidden_sizes, config.activation,
+                             config.init_std, action_scale=scale)
 
 
 def make_learner(config: TrainConfig, policy) -> MAMLTRPO:

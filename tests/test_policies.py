@@ -115,3 +115,22 @@ def test_bad_policy_settings_are_user_errors():
         make_policy("beta", 3, 2)
     with pytest.raises(UserError, match="init_std"):
         GaussianMLPPolicy(3, 2, init_std=0.0)
+
+
+def test_action_scale_is_a_change_of_units():
+    """Scaling by s: mean and std scale by s, densities by 1/prod(s), sampled actions by s."""
+    scale = torch.tensor([0.1, 2.0])
+    unit = GaussianMLPPolicy(3, 2, hidden_sizes=(5,))
+    scaled = GaussianMLPPolicy(3, 2, hidden_sizes=(5,), action_scale=scale)
+    params = unit.init_params(torch.Generator().manual_seed(0))
+    obs = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    (m1, ls1), (m2, ls2) = unit.dist_params(params, obs), scaled.dist_params(params, obs)
+    torch.testing.assert_close(m2, m1 * scale)
+    torch.testing.assert_close(ls2, ls1 + torch.log(scale))
+    actions = torch.randn(4, 2, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(scaled.log_prob(params, obs, actions * scale),
+                               unit.log_prob(params, obs, actions) - torch.log(scale).sum())
+    batched = {k: v.unsqueeze(0) for k, v in params.items()}
+    a1 = unit.act(batched, obs[None], generator=torch.Generator().manual_seed(3))
+    a2 = scaled.act(batched, obs[None], generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a2, a1 * scale)
