@@ -123,3 +123,13 @@ def test_baselines_train_without_adaptation(tmp_path):
 
     oracle = params_of(train(tiny(1, 'method="oracle"'), tmp_path / "oracle", progress=False))
     assert oracle["l0.weight"].shape == (8, 4)  # the oracle sees its position and the goal
+
+
+def test_shipped_navigation_policy_loads_and_adapts():
+    from pathlib import Path
+
+    run = Path(__file__).resolve().parents[1] / "experiments" / "results" / "navigation2d"
+    result = evaluate_run(run, num_tasks=4, steps=1, episodes=4)
+    assert result["iteration"] == 100
+    # one inner step of the meta-learned policy closes most of the gap to the goal
+    assert result["returns"][1] > result["returns"][0] + 10
