@@ -4,7 +4,8 @@ This is the MAML paper's Figure 5 protocol (Finn et al. 2017, section 5.3). Ever
 evaluated on the same held-out tasks (the ``EVALUATE`` stream, the tasks ``metarl evaluate``
 uses), with the same number of episodes per step and the same rollout seeds. MAML adapts
 with its own protocol (``inner_lr`` for the first step, ``inner_lr * eval_later_lr_scale``
-after). A baseline (pretrained, oracle, random) adapts with one step size for every step,
+after). The oracle, which observes the task, is not adapted (one value at every step, as the
+paper's horizontal line). A baseline (pretrained, random) adapts with one step size for every step,
 picked from a grid around its config's ``inner_lr`` by the best mean return after the last
 step on separate validation tasks (the ``VALIDATE`` stream), as the paper tuned its
 baselines' step sizes.
@@ -104,17 +105,21 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     methods: dict[str, Any] = {}
     for name, d, (config, state) in zip(run_names(run_dirs, [c.method for c, _ in runs]), run_dirs, runs):
         if log is not None:
-            log(f"{name}: {'choosing the step size, then ' if config.method != 'maml' and steps else ''}"
+            log(f"{name}: {'choosing the step size, then ' if config.method in ('pretrained', 'random') and steps else ''}"
                 f"adapting on {num_tasks} tasks")
         torch.set_num_threads(config.num_threads)
         entry: dict[str, Any] = {"run_dir": str(d), "method": config.method, "iteration": int(state["iteration"])}
-        if config.method == "maml" or steps == 0:
+        if config.method == "oracle":  # it observes the task, so it is not adapted: the paper's flat line
+            lrs = []
+        elif config.method == "maml" or steps == 0:
             lrs = step_sizes(config.inner_lr, steps, config.eval_later_lr_scale)
         else:
             lr, scores = choose_step_size(config, state["params"], steps, episodes, val_tasks, seed, lr_scales)
             lrs = [lr] * steps
             entry["validation"] = {f"{k:g}": v for k, v in scores.items()}
         returns, ci95 = summarize(adaptation_returns(config, state["params"], tasks, lrs, episodes, seed))
+        if not lrs:  # not adapted: the same policy after every number of steps
+            returns, ci95 = returns * (steps + 1), ci95 * (steps + 1)
         methods[name] = {**entry, "step_sizes": lrs, "returns": returns, "ci95": ci95}
     return {"env": first.env, "tasks": num_tasks, "steps": steps, "episodes_per_step": episodes, "seed": seed,
             "validation_tasks": val_tasks, "methods": methods}

@@ -68,7 +68,10 @@ def test_all_four_methods_on_one_table(runs, tmp_path, capsys):
                  "--val-tasks", "1", "--json", "--plot", str(plot)]) == 0
     methods = json.loads(capsys.readouterr().out)["methods"]
     assert list(methods) == order and [m["method"] for m in methods.values()] == order
-    assert [("validation" in m) for m in methods.values()] == [False, True, True, True]
+    assert [("validation" in m) for m in methods.values()] == [False, True, False, True]
+    # the oracle observes the task and is not adapted: one value at every step
+    oracle = methods["oracle"]
+    assert oracle["step_sizes"] == [] and oracle["returns"][0] == oracle["returns"][1]
     assert methods["pretrained"]["iteration"] == methods["oracle"]["iteration"] == 1
     assert plot.read_text().lstrip().startswith("<?xml") and "oracle" in plot.read_text()
     # the oracle policy sees the goal: its curve is not another method's
