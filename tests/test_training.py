@@ -128,7 +128,7 @@ def test_baselines_train_without_adaptation(tmp_path):
 def test_shipped_navigation_policy_loads_and_adapts():
     from pathlib import Path
 
-    run = Path(__file__).resolve().parents[1] / "experiments" / "results" / "navigation2d"
+    run = Path(__file__).resolve().parents[1] / "experiments" / "results" / "navigation2d" / "maml"
     result = evaluate_run(run, num_tasks=4, steps=1, episodes=4)
     assert result["iteration"] == 100
     # one inner step of the meta-learned policy closes most of the gap to the goal
