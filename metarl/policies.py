@@ -253,10 +253,11 @@ def make_policy(
     hidden_sizes: Sequence[int] = (100, 100),
     activation: str = "relu",
     init_std: float = 1.0,
+    action_scale: Sequence[float] | float | Tensor = 1.0,
 ) -> Policy:
     """``kind`` is ``"gaussian"`` (continuous actions) or ``"categorical"`` (discrete actions)."""
     if kind == "gaussian":
-        return GaussianMLPPolicy(obs_dim, act_dim_or_n, hidden_sizes, activation, init_std)
+        return GaussianMLPPolicy(obs_dim, act_dim_or_n, hidden_sizes, activation, init_std, action_scale)
     if kind == "categorical":
         return CategoricalMLPPolicy(obs_dim, act_dim_or_n, hidden_sizes, activation)
     raise UserError(f"unknown policy kind {kind!r} (known: categorical, gaussian)")

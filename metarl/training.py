@@ -27,6 +27,7 @@ from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.config import build_config, config_to_dict, dump_toml, load_config
 from metarl.errors import UserError
 from metarl.maml_trpo import MAMLTRPO
+from metarl import policies
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.sampling import sample_episodes
 from metarl.seeding import TRAIN, derive_seed
@@ -115,12 +116,13 @@ def make_env(config: TrainConfig, num_tasks: int, episodes_per_task: int):
 def make_policy(config: TrainConfig, env) -> GaussianMLPPolicy | CategoricalMLPPolicy:
     """A Gaussian MLP for continuous actions, a categorical one for discrete actions."""
     if getattr(env, "num_actions", None):
-        return CategoricalMLPPolicy(env.observation_dim, env.num_actions, config.hidden_sizes, config.activation)
+        return policies.make_policy("categorical", env.observation_dim, env.num_actions, config.hidden_sizes,
+                                    config.activation)
     scale = 1.0
     if config.normalize_actions:  # the network acts in [-1, 1]; the env's box is symmetric
         scale = torch.as_tensor((env.action_high - env.action_low) / 2, dtype=torch.float32)
-    return GaussianMLPPolicy(env.observation_dim, env.action_dim, config.hidden_sizes, config.activation,
-                             config.init_std, action_scale=scale)
+    return policies.make_policy("gaussian", env.observation_dim, env.action_dim, config.hidden_sizes,
+                                config.activation, config.init_std, action_scale=scale)
 
 
 def make_learner(config: TrainConfig, policy) -> MAMLTRPO:
