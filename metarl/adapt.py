@@ -2,7 +2,7 @@
 
 ``--task velocity=1.5`` (or ``goal=0.3,-0.2``, ``direction=-1``) is validated by the env.
 The run's policy is adapted with the evaluation protocol (``inner_lr``, then
-``inner_lr * eval_later_lr_scale``; ``--lr`` sets one step size for every step), rolling out
+``inner_lr * later_lr_scale``; ``--lr`` sets one step size for every step), rolling out
 ``episodes`` fresh episodes before and after each step, seeded as ``metarl evaluate`` seeds
 them. Each step prints the mean return and a plain readout: the mean forward velocity
 (locomotion) or the final distance to the goal (navigation). ``--video`` renders the adapted
@@ -125,9 +125,9 @@ class Adapter:
             raise UserError(f"--lr must be a positive number, got {lr}")
         if lr is not None:
             return [lr] * steps
-        from metarl.evaluation import step_sizes
+        from metarl.training import step_sizes
 
-        return step_sizes(self.config.inner_lr, steps, self.config.eval_later_lr_scale)
+        return step_sizes(self.config.inner_lr, steps, self.config.later_lr_scale)
 
     def readout(self, episodes: Episodes) -> float:
         """Mean forward velocity over the taken steps (m/s), or the mean final distance to the goal."""

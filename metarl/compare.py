@@ -3,7 +3,7 @@
 This is the MAML paper's Figure 5 protocol (Finn et al. 2017, section 5.3). Every run is
 evaluated on the same held-out tasks (the ``EVALUATE`` stream, the tasks ``metarl evaluate``
 uses), with the same number of episodes per step and the same rollout seeds. MAML adapts
-with its own protocol (``inner_lr`` for the first step, ``inner_lr * eval_later_lr_scale``
+with its own protocol (``inner_lr`` for the first step, ``inner_lr * later_lr_scale``
 after). The oracle, which observes the task, is not adapted (one value at every step, as the
 paper's horizontal line). A baseline (pretrained, random) adapts with one step size for every step,
 picked from a grid around its config's ``inner_lr`` by the best mean return after the last
@@ -77,7 +77,8 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     import torch
 
     import envs
-    from metarl.evaluation import adaptation_returns, step_sizes, summarize
+    from metarl.evaluation import adaptation_returns, summarize
+    from metarl.training import step_sizes
     from metarl.training import load_run
 
     run_dirs = [Path(d) for d in run_dirs]
@@ -112,7 +113,7 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
         if config.method == "oracle":  # it observes the task, so it is not adapted: the paper's flat line
             lrs = []
         elif config.method == "maml" or steps == 0:
-            lrs = step_sizes(config.inner_lr, steps, config.eval_later_lr_scale)
+            lrs = step_sizes(config.inner_lr, steps, config.later_lr_scale)
         else:
             lr, scores = choose_step_size(config, state["params"], steps, episodes, val_tasks, seed, lr_scales)
             lrs = [lr] * steps

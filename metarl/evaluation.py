@@ -19,12 +19,7 @@ from metarl.errors import UserError
 from metarl.sampling import sample_episodes
 from metarl.seeding import EVALUATE, derive_seed
 from metarl.stats import mean_ci95
-from metarl.training import TrainConfig, broadcast, load_run, make_env, make_learner, make_policy
-
-
-def step_sizes(inner_lr: float, steps: int, later_lr_scale: float) -> list[float]:
-    """The paper's evaluation step sizes: ``inner_lr`` for step 1, ``inner_lr * scale`` after."""
-    return [inner_lr if k == 0 else inner_lr * later_lr_scale for k in range(steps)]
+from metarl.training import TrainConfig, broadcast, load_run, make_env, make_learner, make_policy, step_sizes
 
 
 def adaptation_rollouts(env, policy, learner, params: dict[str, Tensor], tasks: Sequence[dict],
@@ -89,7 +84,7 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None, steps: int |
     import envs
 
     tasks = envs.sample_tasks(config.env, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
-    lrs = step_sizes(config.inner_lr, steps, config.eval_later_lr_scale)
+    lrs = step_sizes(config.inner_lr, steps, config.later_lr_scale)
     returns, ci95 = summarize(adaptation_returns(config, state["params"], tasks, lrs, episodes, seed))
     return {"env": config.env, "tasks": num_tasks, "episodes_per_step": episodes, "iteration": int(state["iteration"]),
             "step_sizes": lrs, "returns": returns, "ci95": ci95}

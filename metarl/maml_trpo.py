@@ -259,15 +259,23 @@ class MAMLTRPO:
 
         obs = valid_episodes.observations
         dist, dist_vjp_fn = vjp(lambda p: vmap(self.policy.dist_params)(p, obs), x)
-        # u -> J_f^T u is linear in u, so its vjp at any u (zeros here) is w -> J_f w
-        _, dist_jvp_fn = vjp(dist_vjp_fn, tuple(torch.zeros_like(d) for d in dist))
+        dist_jvp_fn = None
+
+        def dist_jvp(w: Params) -> tuple[Tensor, ...]:
+            # u -> J_f^T u is linear in u, so its vjp at any u (zeros here) is w -> J_f w; built on first use
+            # because the meta-gradient needs only J^T (a reverse pass over all the data saved)
+            nonlocal dist_jvp_fn
+            if dist_jvp_fn is None:
+                _, dist_jvp_fn = vjp(dist_vjp_fn, tuple(torch.zeros_like(d) for d in dist))
+            return dist_jvp_fn((w,))[0]
+
         return AdaptationLinearization(
             dist=tuple(d.detach() for d in dist),
             inner_loss=None if inner_loss is None else inner_loss.detach(),
             lrs=lrs if not first_order else [],
             hessian_products=hessian_products,
             dist_vjp=lambda u: dist_vjp_fn(tuple(u))[0],
-            dist_jvp=lambda w: dist_jvp_fn((w,))[0],
+            dist_jvp=dist_jvp,
         )
 
     def fisher_vector_product(

@@ -69,11 +69,12 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 10  # iterations between checkpoints (one is always written at the end)
     num_threads: int = 2  # torch intra-op threads
-    # evaluation protocol (metarl evaluate): step 1 at inner_lr, later steps at inner_lr * eval_later_lr_scale
+    # inner steps after the first (training with num_inner_steps > 1, and evaluation) use inner_lr * later_lr_scale
+    later_lr_scale: float = 0.5
+    # evaluation protocol (metarl evaluate): step 1 at inner_lr, later steps at inner_lr * later_lr_scale
     eval_tasks: int = 40
     eval_steps: int = 3
     eval_episodes: int = 20
-    eval_later_lr_scale: float = 0.5
 
     def validate(self) -> None:
         import envs
@@ -91,7 +92,7 @@ class TrainConfig:
                 raise UserError(f"config key {key!r} must be >= 1, got {getattr(self, key)}")
         if self.eval_steps < 0:
             raise UserError(f"config key 'eval_steps' must be >= 0, got {self.eval_steps}")
-        positive_floats = ("inner_lr", "max_kl", "init_std", "eval_later_lr_scale")
+        positive_floats = ("inner_lr", "max_kl", "init_std", "later_lr_scale")
         for key in positive_floats:
             if not getattr(self, key) > 0 or not math.isfinite(getattr(self, key)):
                 raise UserError(f"config key {key!r} must be a positive number, got {getattr(self, key)}")
@@ -104,6 +105,11 @@ class TrainConfig:
             raise UserError(f"config key 'cg_damping' must be >= 0, got {self.cg_damping}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise UserError(f"config key 'hidden_sizes' must be a non-empty list of positive sizes, got {list(self.hidden_sizes)}")
+
+
+def step_sizes(inner_lr: float, steps: int, later_lr_scale: float) -> list[float]:
+    """The paper's step sizes: ``inner_lr`` for step 1, ``inner_lr * later_lr_scale`` after."""
+    return [inner_lr if k == 0 else inner_lr * later_lr_scale for k in range(steps)]
 
 
 def make_env(config: TrainConfig, num_tasks: int, episodes_per_task: int):
@@ -193,18 +199,19 @@ def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: 
     task_params = broadcast(params, len(tasks))
     train_episodes = []
     inner_steps = config.num_inner_steps if config.method == "maml" else 0  # baselines: plain TRPO on theta
+    lrs = step_sizes(config.inner_lr, inner_steps, config.later_lr_scale)
     for k in range(inner_steps):
         episodes = sample_episodes(env, policy, task_params, tasks, config.episodes_per_task,
                                    seed=derive_seed(TRAIN, config.seed, iteration, k + 1))
         train_episodes.append(learner.process(episodes))
         # the adapted policy only acts here: no graph needed (the meta-update rebuilds it)
         task_params = {key: v.detach() for key, v in learner.inner_step(
-            task_params, train_episodes[-1], config.inner_lr, first_order=True).items()}
+            task_params, train_episodes[-1], lrs[k], first_order=True).items()}
     valid_episodes = learner.process(sample_episodes(
         env, policy, task_params, tasks, config.episodes_per_task,
         seed=derive_seed(TRAIN, config.seed, iteration, inner_steps + 1)))
     t1 = time.perf_counter()
-    params, info = learner.step(params, train_episodes, valid_episodes)
+    params, info = learner.step(params, train_episodes, valid_episodes, lrs)
     t2 = time.perf_counter()
     row = {"iteration": iteration + 1,
            "return_pre": float((train_episodes[0] if train_episodes else valid_episodes).undiscounted_returns().mean()),

@@ -133,3 +133,21 @@ def test_shipped_navigation_policy_loads_and_adapts():
     assert result["iteration"] == 100
     # one inner step of the meta-learned policy closes most of the gap to the goal
     assert result["returns"][1] > result["returns"][0] + 10
+
+
+def test_later_inner_steps_use_the_scaled_learning_rate_when_training(monkeypatch):
+    # with two inner steps the second one, at sampling and in the meta-update, uses inner_lr * later_lr_scale
+    from metarl.training import make_env, make_learner, make_policy, meta_iteration
+
+    config = tiny(1, "num_inner_steps=2", "later_lr_scale=0.3")
+    env = make_env(config, config.meta_batch_size, config.episodes_per_task)
+    policy = make_policy(config, env)
+    learner = make_learner(config, policy)
+    seen = {"inner": [], "step": None}
+    real_inner, real_step = learner.inner_step, learner.step
+    monkeypatch.setattr(learner, "inner_step", lambda p, e, lr, *a, **kw: seen["inner"].append(lr) or real_inner(p, e, lr, *a, **kw))
+    monkeypatch.setattr(learner, "step", lambda p, t, v, lrs=None: seen.__setitem__("step", lrs) or real_step(p, t, v, lrs))
+    params = policy.init_params(torch.Generator().manual_seed(0))
+    meta_iteration(config, env, policy, learner, params, 0)
+    assert seen["inner"][:2] == pytest.approx([0.5, 0.15])
+    assert seen["step"] == pytest.approx([0.5, 0.15])
