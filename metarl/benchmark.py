@@ -4,7 +4,9 @@
 - ``sampler_steps_per_s``: ``sample_episodes`` with the policy in the loop;
 - ``gym_sync_steps_per_s``: the same rollouts (same policy, tasks, episode count) through gymnasium's
   ``SyncVectorEnv`` over the single envs;
-- ``sampling_s`` / ``update_s``: one full meta-iteration of the config, split;
+- ``sampling_s`` / ``update_s``: a full meta-iteration of the config, split (the median over
+  ``repeats`` consecutive iterations after a first, warm-up one: iterations differ in their data and
+  in how many line-search steps they take, so the median is the typical one);
 - ``peak_rss_mb``: the process's peak resident memory.
 
 Rates are env-steps per second over whole episodes, best of ``repeats`` (other load on the
@@ -83,11 +85,12 @@ def run_benchmark(config: TrainConfig, repeats: int = 3) -> dict[str, float]:
         sampler_s.append(time.perf_counter() - start)
     gym_s = _gym_sync_seconds(config, policy, params, tasks)
 
-    # the first iteration pays one-off costs (allocations, lazy initialisation): report the second
+    # the first iteration pays one-off costs (allocations, lazy initialisation): it is not counted
     rows = []
-    for it in range(2):
+    for it in range(1 + repeats):
         params, row = meta_iteration(config, env, policy, learner, params, it)
         rows.append(row)
+    timed = rows[1:]
     env.close()
     return {
         "env": config.env,
@@ -95,8 +98,8 @@ def run_benchmark(config: TrainConfig, repeats: int = 3) -> dict[str, float]:
         "physics_steps_per_s": physics,
         "sampler_steps_per_s": steps / min(sampler_s),
         "gym_sync_steps_per_s": steps / gym_s,
-        "sampling_s": rows[-1]["sampling_s"],
-        "update_s": rows[-1]["update_s"],
+        "sampling_s": float(np.median([r["sampling_s"] for r in timed])),
+        "update_s": float(np.median([r["update_s"] for r in timed])),
         "peak_rss_mb": peak_rss_mb(),
     }
 

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="sampling and meta-update speed of one config")
     p.add_argument("--env", default="halfcheetah_vel", help="experiment name (experiments/NAME.toml) or a .toml path")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--repeats", type=int, default=3, help="episodes timed per rate; the best counts")
+    p.add_argument("--repeats", type=int, default=3, help="timings per figure: best of N for rates, median of N meta-iterations")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_bench)
 
