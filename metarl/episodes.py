@@ -59,6 +59,11 @@ class Episodes:
         """A copy with some fields replaced (the tensors are shared, not copied)."""
         return dataclasses.replace(self, **changes)
 
+    def episode_range(self, start: int, stop: int) -> "Episodes":
+        """Episodes ``start:stop`` of every task (contiguous copies), ``[tasks, T, stop - start, ...]``."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Episodes(**{k: None if t is None else t[:, :, start:stop].contiguous() for k, t in fields.items()})
+
     def undiscounted_returns(self) -> Tensor:
         """Total reward of each episode [tasks, E] (masked steps excluded)."""
         return (self.rewards * self.mask).sum(1)

@@ -96,10 +96,17 @@ def subsample_episodes(episodes: Episodes, fraction: float) -> Episodes:
     """The first ``max(1, round(fraction * E))`` episodes of every task (all of them at ``fraction = 1``)."""
     num = episodes.episodes_per_task
     keep = max(1, min(num, round(fraction * num)))
-    if keep == num:
-        return episodes
-    fields = {f: getattr(episodes, f) for f in ("observations", "actions", "rewards", "mask", "returns", "advantages")}
-    return Episodes(**{f: None if t is None else t[:, :, :keep].contiguous() for f, t in fields.items()})
+    return episodes if keep == num else episodes.episode_range(0, keep)
+
+
+def _weighted_sum(terms: Sequence[Params], weights: Sequence[Tensor]) -> Params:
+    """sum_c weights[c] * terms[c] key by key; ``weights[c]`` is per task [tasks], the terms [tasks, ...]."""
+    out: Params = {}
+    for term, weight in zip(terms, weights):
+        for k, t in term.items():
+            scaled = weight.view(-1, *([1] * (t.dim() - 1))) * t
+            out[k] = scaled if k not in out else out[k] + scaled
+    return out
 
 
 class MAMLTRPO:
@@ -113,6 +120,12 @@ class MAMLTRPO:
     surrogate and the KL that the line search checks always use all episodes, so an
     accepted step keeps the true KL bound and lowers the true surrogate. A
     conjugate-gradient iteration costs in proportion to the fraction.
+
+    ``chunk_episodes``: the update passes over each task's episodes in groups of this many
+    (inner gradients and their Hessian products as mask-weighted sums over the groups, the
+    distributions group by group). The result is the same up to float rounding; the working set
+    of a pass stays small enough for the CPU caches, which makes full-batch passes about twice
+    as fast as one pass over everything.
     """
 
     def __init__(
@@ -131,6 +144,7 @@ class MAMLTRPO:
         normalize_advantages: bool = True,
         baseline_reg: float = 1e-5,
         fisher_subsample: float = 1.0,
+        chunk_episodes: int = 5,
     ):
         if not 0.0 < fisher_subsample <= 1.0:
             raise ValueError(f"fisher_subsample must be in (0, 1], got {fisher_subsample}")
@@ -143,6 +157,9 @@ class MAMLTRPO:
         self.normalize_advantages = bool(normalize_advantages)
         self.baseline_reg = float(baseline_reg)
         self.fisher_subsample = float(fisher_subsample)
+        if chunk_episodes < 1:
+            raise ValueError(f"chunk_episodes must be >= 1, got {chunk_episodes}")
+        self.chunk_episodes = int(chunk_episodes)
 
     # ------------------------------------------------------------------ advantages
     def process(self, episodes: Episodes) -> Episodes:
@@ -166,9 +183,40 @@ class MAMLTRPO:
         """One task's VPG loss, mask-weighted mean of -log pi(a|s) * A over its [T, E] steps (a scalar)."""
         return -masked_mean(self.policy.log_prob(params, obs, actions) * advantages, mask)
 
+    def chunks(self, episodes: Episodes) -> list[tuple[Episodes, Tensor]]:
+        """``episodes`` in groups of ``chunk_episodes`` per task, each with its per-task weight [tasks]:
+        its share of the task's taken steps, so that weighted sums of per-group masked means are the
+        masked means over all the episodes."""
+        num = episodes.episodes_per_task
+        if num <= self.chunk_episodes:
+            return [(episodes, torch.ones(episodes.num_tasks))]
+        total = episodes.mask.sum((1, 2)).clamp_min(1.0)
+        groups = [episodes.episode_range(i, min(i + self.chunk_episodes, num)) for i in range(0, num, self.chunk_episodes)]
+        return [(group, group.mask.sum((1, 2)) / total) for group in groups]
+
+    def inner_gradient(self, params: Params, episodes: Episodes) -> tuple[Params, Tensor]:
+        """Per-task inner-loss gradients and losses [tasks], no graph; ``params`` with or without a task axis."""
+        params_dim = 0 if self.policy.is_task_batched(params) else None
+        per_task = vmap(grad_and_value(self.inner_loss), in_dims=(params_dim, 0, 0, 0, 0))
+        grads, losses, weights = [], [], []
+        with torch.no_grad():
+            for chunk, weight in self.chunks(episodes):
+                g, loss = per_task(params, *self._data(chunk))
+                grads.append(g)
+                losses.append(weight * loss)
+                weights.append(weight)
+        return _weighted_sum(grads, weights), torch.stack(losses).sum(0)
+
     def inner_step(self, params: Params, episodes: Episodes, lr: float, first_order: bool | None = None) -> Params:
-        """One gradient step per task on its episodes; ``params`` with or without a task axis -> with one."""
+        """One gradient step per task on its episodes; ``params`` with or without a task axis -> with one.
+
+        First order, the step is taken without a graph, group by group (see ``chunk_episodes``);
+        second order, it stays in the graph for an outer derivative.
+        """
         first_order = self.first_order if first_order is None else first_order
+        if first_order:
+            g, _ = self.inner_gradient(params, episodes)
+            return {k: params[k] - lr * g[k] for k in g}
 
         def step(p: Params, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor) -> Params:
             return gradient_step(self.inner_loss, p, lr, obs, actions, adv, mask, first_order=first_order)
@@ -247,34 +295,54 @@ class MAMLTRPO:
         hessian_products: list[Callable[[Params], Params]] = []
         inner_loss = None
         for episodes, lr in zip(train_episodes, lrs):
-            data = self._data(episodes)
             if first_order:
-                with torch.no_grad():
-                    g, loss = per_task_grad(x, *data)
+                g, loss = self.inner_gradient(x, episodes)
             else:
-                g, hvp_fn, loss = vjp(lambda p: per_task_grad(p, *data), x, has_aux=True)
-                hessian_products.append(lambda w, hvp_fn=hvp_fn: hvp_fn(w)[0])
+                grads, losses, products, weights = [], [], [], []
+                for chunk, weight in self.chunks(episodes):
+                    data = self._data(chunk)
+                    g, hvp_fn, loss = vjp(lambda p, data=data: per_task_grad(p, *data), x, has_aux=True)
+                    grads.append(g)
+                    losses.append(weight * loss)
+                    products.append(hvp_fn)
+                    weights.append(weight)
+                g, loss = _weighted_sum(grads, weights), torch.stack(losses).sum(0)
+                hessian_products.append(
+                    lambda w, products=products, weights=weights: _weighted_sum([f(w)[0] for f in products], weights))
             inner_loss = loss if inner_loss is None else inner_loss
             x = {k: (x[k] - lr * g[k]).detach() for k in x}
 
-        obs = valid_episodes.observations
-        dist, dist_vjp_fn = vjp(lambda p: vmap(self.policy.dist_params)(p, obs), x)
-        dist_jvp_fn = None
+        # the distributions group by group, concatenated along the episode axis (dim 2 of [tasks, T, E, k])
+        groups = [chunk.observations for chunk, _ in self.chunks(valid_episodes)]
+        sizes = [obs.shape[2] for obs in groups]
+        parts, dist_vjp_fns = [], []
+        for obs in groups:
+            d, fn = vjp(lambda p, obs=obs: vmap(self.policy.dist_params)(p, obs), x)
+            parts.append(d)
+            dist_vjp_fns.append(fn)
+        dist = tuple(torch.cat(pieces, dim=2) for pieces in zip(*parts))
+        dist_jvp_fns: list[Callable] = []
+
+        def dist_vjp(u: tuple[Tensor, ...]) -> Params:
+            pieces = zip(*(t.split(sizes, dim=2) for t in u))
+            grads = [fn(tuple(piece))[0] for fn, piece in zip(dist_vjp_fns, pieces)]
+            return {k: sum(g[k] for g in grads) for k in grads[0]}
 
         def dist_jvp(w: Params) -> tuple[Tensor, ...]:
             # u -> J_f^T u is linear in u, so its vjp at any u (zeros here) is w -> J_f w; built on first use
-            # because the meta-gradient needs only J^T (a reverse pass over all the data saved)
-            nonlocal dist_jvp_fn
-            if dist_jvp_fn is None:
-                _, dist_jvp_fn = vjp(dist_vjp_fn, tuple(torch.zeros_like(d) for d in dist))
-            return dist_jvp_fn((w,))[0]
+            # because the meta-gradient needs only J^T
+            if not dist_jvp_fns:
+                for fn, d in zip(dist_vjp_fns, parts):
+                    dist_jvp_fns.append(vjp(fn, tuple(torch.zeros_like(t) for t in d))[1])
+            outs = [fn((w,))[0] for fn in dist_jvp_fns]
+            return tuple(torch.cat(pieces, dim=2) for pieces in zip(*outs))
 
         return AdaptationLinearization(
             dist=tuple(d.detach() for d in dist),
             inner_loss=None if inner_loss is None else inner_loss.detach(),
             lrs=lrs if not first_order else [],
             hessian_products=hessian_products,
-            dist_vjp=lambda u: dist_vjp_fn(tuple(u))[0],
+            dist_vjp=dist_vjp,
             dist_jvp=dist_jvp,
         )
 

@@ -92,12 +92,16 @@ def test_first_order_meta_gradient_is_the_gradient_at_the_adapted_params():
     torch.testing.assert_close(grad, expected)
 
 
-@pytest.mark.parametrize("kind,first_order,num_steps", [
-    ("gaussian", False, 1), ("gaussian", False, 2), ("gaussian", True, 1), ("gaussian", True, 2),
-    ("categorical", False, 2),
+@pytest.mark.parametrize("kind,first_order,num_steps,chunk", [
+    ("gaussian", False, 1, 5), ("gaussian", False, 2, 5), ("gaussian", True, 1, 5), ("gaussian", True, 2, 5),
+    ("categorical", False, 2, 5),
+    # the update's passes over groups of episodes (2 + 1 and 1 + 1 + 1 of E = 3, with masked steps)
+    ("gaussian", False, 2, 2), ("gaussian", True, 2, 1), ("categorical", False, 1, 1),
 ])
-def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps):
+def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, chunk):
     algo, params, train, valid = _setup(kind, first_order)
+    algo.chunk_episodes = chunk
+    assert len(algo.chunks(valid)) == -(-E // chunk)
     train = train[:num_steps]
     old = _old_dist(algo, params, train, valid)
     kl_of = _meta_objective(algo, train, valid, old)
@@ -219,3 +223,12 @@ def test_process_fills_gae_against_the_per_task_baseline():
     adv = algo.process(raw).advantages
     torch.testing.assert_close(masked_mean(adv, raw.mask), torch.zeros(TASKS, dtype=adv.dtype))
     assert torch.all(adv[raw.mask == 0] == 0)
+
+
+def test_grouped_inner_step_equals_the_step_on_all_episodes():
+    algo, params, train, _ = _setup()
+    whole = algo.inner_step(params, train[0], 0.5, first_order=False)  # one graph over all episodes
+    algo.chunk_episodes = 2
+    grouped = algo.inner_step(params, train[0], 0.5, first_order=True)  # groups of 2 + 1 episodes
+    for k in whole:
+        torch.testing.assert_close(grouped[k], whole[k].detach())
