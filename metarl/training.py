@@ -153,11 +153,17 @@ def broadcast(params: dict[str, Tensor], num_tasks: int) -> dict[str, Tensor]:
     return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
 
 
-def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
-    """The config and checkpoint state of a run directory."""
+def load_run(run_dir: str | Path, paper_row: bool = True) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config and checkpoint state of a run directory.
+
+    With ``paper_row``, a directory of a paper row (``experiments/results/<row>/``, which holds one run
+    per method) stands for its MAML run, ``<row>/maml``.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory not found: {run_dir}")
+    if paper_row and not (run_dir / CONFIG).exists() and (run_dir / "maml" / CONFIG).exists():
+        run_dir = run_dir / "maml"
     config = load_config(TrainConfig, run_dir / CONFIG)
     state = load_checkpoint(run_dir / CHECKPOINT)
     if state.get("format") != CHECKPOINT_FORMAT:
@@ -240,7 +246,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
     learner = make_learner(config, policy)
 
     if resume:
-        saved, state = load_run(run_dir)
+        saved, state = load_run(run_dir, paper_row=False)
         differing = [k for k, v in config_to_dict(config).items() if k != "iterations" and config_to_dict(saved)[k] != v]
         if differing:
             key = differing[0]

@@ -133,6 +133,8 @@ def test_shipped_navigation_policy_loads_and_adapts():
     assert result["iteration"] == 100
     # one inner step of the meta-learned policy closes most of the gap to the goal
     assert result["returns"][1] > result["returns"][0] + 10
+    # the paper row's directory stands for its MAML run (`metarl adapt experiments/results/navigation2d`)
+    assert evaluate_run(run.parent, num_tasks=4, steps=1, episodes=4) == result
 
 
 def test_later_inner_steps_use_the_scaled_learning_rate_when_training(monkeypatch):
