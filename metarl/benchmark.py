@@ -10,7 +10,8 @@
 - ``peak_rss_mb``: the process's peak resident memory.
 
 Rates are env-steps per second over whole episodes, best of ``repeats`` (other load on the
-machine only ever slows a run down, so the best is the least disturbed).
+machine only ever slows a run down, so the best is the least disturbed); physics and sampler
+episodes take turns on the same batched env, so a drift in the machine's speed hits both alike.
 """
 
 from __future__ import annotations
@@ -68,9 +69,6 @@ def run_benchmark(config: TrainConfig, repeats: int = 3) -> dict[str, float]:
     torch.set_num_threads(config.num_threads)
     num_tasks, num_eps = config.meta_batch_size, config.episodes_per_task
     n = num_tasks * num_eps
-    env_rates = measure_env_rates(config.env, n, num_threads=config.num_threads, repeats=repeats)
-    physics = env_rates.get("raw_physics", env_rates["batched_step"])
-
     env = make_env(config, num_tasks, num_eps)
     policy = make_policy(config, env)
     learner = make_learner(config, policy)
@@ -78,11 +76,31 @@ def run_benchmark(config: TrainConfig, repeats: int = 3) -> dict[str, float]:
     tasks = envs.sample_tasks(config.env, num_tasks, seed=config.seed)
     steps = n * env.max_episode_steps
 
-    sampler_s = []
+    if hasattr(env, "step_physics"):
+        # raw physics and the sampler take turns on the same batched env, so that a change in the machine's
+        # speed during the run (other tenants, clock boost) hits both alike
+        rng = np.random.default_rng(config.seed)
+        controls = np.clip(rng.normal(0.0, 1.0, size=(env.max_episode_steps, n, env.action_dim)),
+                           env.action_low, env.action_high)
+
+        def physics_episode() -> None:
+            env.reset(seed=config.seed)
+            for t in range(env.max_episode_steps):
+                env.step_physics(controls[t])
+    else:  # navigation: numpy only, the env's own step is its physics
+        env_rates = measure_env_rates(config.env, n, num_threads=config.num_threads, repeats=repeats)
+        physics_episode = None
+
+    physics_s, sampler_s = [], []
     for r in range(repeats):
+        if physics_episode is not None:
+            start = time.perf_counter()
+            physics_episode()
+            physics_s.append(time.perf_counter() - start)
         start = time.perf_counter()
         sample_episodes(env, policy, broadcast(params, num_tasks), tasks, num_eps, seed=r)
         sampler_s.append(time.perf_counter() - start)
+    physics = steps / min(physics_s) if physics_s else env_rates["batched_step"]
     gym_s = _gym_sync_seconds(config, policy, params, tasks)
 
     # the first iteration pays one-off costs (allocations, lazy initialisation): it is not counted
