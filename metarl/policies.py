@@ -30,16 +30,7 @@ from metarl.errors import UserError
 
 Params = dict[str, Tensor]
 
-
-
-def _relu(x: Tensor) -> Tensor:
-    """ReLU as ``x * mask``: equal values and derivatives to ``torch.relu``, but the higher-order
-    derivatives (MAML's inner-loss Hessian products) become plain multiplies by the saved mask,
-    faster on CPU than ``threshold_backward``; a float mask saves a bool->float copy per use."""
-    return x * (x > 0).to(x.dtype)
-
-
-ACTIVATIONS = {"relu": _relu, "tanh": torch.tanh}
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 
 class _MLP:

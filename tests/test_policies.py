@@ -90,16 +90,6 @@ def test_act_with_task_batched_params_equals_per_task_calls(kind):
         assert a1.shape == (3, 5) and a1.dtype == torch.int64
 
 
-def test_relu_has_torch_relu_values_and_derivatives():
-    policy = GaussianMLPPolicy(3, 2, hidden_sizes=(4,), activation="relu")
-    x = torch.tensor([-2.0, -0.0, 0.0, 0.5, 3.0], dtype=torch.float64, requires_grad=True)
-    y, y_ref = policy._act(x), torch.relu(x)
-    assert torch.equal(y, y_ref)
-    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-    (g_ref,) = torch.autograd.grad(y_ref.sum(), x, create_graph=True)
-    assert torch.equal(g, g_ref)  # 0 at x = 0, as torch.relu
-
-
 def test_gaussian_act_samples_have_policy_std():
     policy = GaussianMLPPolicy(2, 1, hidden_sizes=(4,), init_std=0.5)
     params = _stack([policy.init_params(torch.Generator().manual_seed(0))])
