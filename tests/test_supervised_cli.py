@@ -99,3 +99,46 @@ def test_bad_run_folders_are_one_line_errors(tmp_path, capsys):
     assert "is corrupt or not a metarl checkpoint" in capsys.readouterr().err
     assert main(["supervised", "train", str(tmp_path / "none.toml")]) == 2
     assert capsys.readouterr().err == f"error: config file not found: {tmp_path / 'none.toml'}\n"
+
+
+def test_resumed_run_ends_with_the_same_parameters(tmp_path, capsys):
+    straight = train(load_config(SupervisedConfig, None, TINY[1:] + ["iterations=8"]), tmp_path / "a", progress=False)
+    train(load_config(SupervisedConfig, None, TINY[1:] + ["iterations=5"]), tmp_path / "b", progress=False)
+    config = tmp_path / "s.toml"
+    config.write_text('task = "sinusoid"\n')
+    args = ["supervised", "train", str(config), "--out", str(tmp_path / "b")]
+    for item in TINY[1:] + ["iterations=8"]:
+        args += ["--set", item]
+    assert main(args) == 2  # the folder holds a run: say so rather than overwrite it
+    assert "--resume" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0
+    _, state = load_run(tmp_path / "b")
+    assert state["iteration"] == 8
+    for k in straight:  # Adam's moments and the task sampler continue where they stopped
+        assert torch.equal(state["params"][k], straight[k]), k
+    assert main(args + ["--resume", "--set", "meta_batch_size=4"]) == 2
+    assert "meta_batch_size" in capsys.readouterr().err
+
+
+def test_interrupt_saves_the_last_completed_iteration_and_resume_matches(tmp_path, monkeypatch):
+    import metarl.supervised.train as train_module
+
+    straight = train(load_config(SupervisedConfig, None, TINY[1:] + ["iterations=6"]), tmp_path / "a", progress=False)
+    real, calls = train_module.maml_meta_gradient, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "maml_meta_gradient", interrupted)
+    config = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=6", "checkpoint_every=100"])
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "b", progress=False)
+    _, state = load_run(tmp_path / "b")
+    assert state["iteration"] == 3
+    monkeypatch.setattr(train_module, "maml_meta_gradient", real)
+    resumed = train(config, tmp_path / "b", progress=False, resume=True)
+    for k in straight:
+        assert torch.equal(resumed[k], straight[k]), k

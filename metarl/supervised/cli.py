@@ -8,7 +8,7 @@ import argparse
 def _train(args: argparse.Namespace) -> int:
     from metarl.supervised.train import train_from_cli
 
-    return train_from_cli(args.config, out=args.out, seed=args.seed, overrides=args.set or [])
+    return train_from_cli(args.config, out=args.out, seed=args.seed, overrides=args.set or [], resume=args.resume)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -33,6 +33,8 @@ def add_supervised_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--out", help="run folder (default: runs/<config name>)")
     train.add_argument("--seed", type=int, help="override the config's seed")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint (only 'iterations' may change)")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained run on held-out tasks")

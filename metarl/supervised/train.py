@@ -1,13 +1,16 @@
 """The supervised meta-training loop: MAML / FOMAML, Reptile or joint pretraining, top to bottom.
 
 A run folder holds ``config.toml`` (the full config), ``checkpoint.pt`` (parameters,
-config, iteration, training seconds; see :mod:`metarl.checkpoint`) and ``log.jsonl``
-(one line per ``log_every`` iterations: mean training loss since the last line).
+config, iteration, training seconds, the Adam state and the task sampler's random state;
+see :mod:`metarl.checkpoint`) and ``log.jsonl`` (one line per ``log_every`` iterations:
+mean training loss since the last line). ``resume`` continues a run from its checkpoint
+exactly as if it had not stopped (only ``iterations`` may change).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Iterable
@@ -16,8 +19,9 @@ import torch
 from tqdm import tqdm
 
 from metarl.adaptation import Params
-from metarl.checkpoint import save_checkpoint
-from metarl.config import config_to_dict, dump_toml, load_config
+from metarl.checkpoint import load_checkpoint, save_checkpoint
+from metarl.config import build_config, config_to_dict, dump_toml, load_config
+from metarl.errors import UserError
 from metarl.supervised.algorithms import maml_meta_gradient, reptile_step
 from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.problems import make_problem
@@ -27,44 +31,100 @@ CONFIG = "config.toml"
 LOG = "log.jsonl"
 
 
-def _save(out_dir: Path, params: Params, config: SupervisedConfig, iteration: int, seconds: float) -> None:
+def _save(out_dir: Path, params: Params, config: SupervisedConfig, iteration: int, seconds: float,
+          optimizer: torch.optim.Optimizer | None, generator: torch.Generator) -> None:
     state = {
         "params": {k: v.detach().clone() for k, v in params.items()},
         "config": config_to_dict(config),
         "iteration": iteration,
         "train_seconds": seconds,
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
     }
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
     save_checkpoint(state, out_dir / CHECKPOINT)
 
 
-def train(config: SupervisedConfig, out_dir: str | Path, progress: bool = True) -> Params:
-    """Meta-train as ``config`` says, writing the run folder ``out_dir``; returns the final parameters."""
+def _resume_state(config: SupervisedConfig, out_dir: Path) -> dict:
+    """The checkpoint of ``out_dir`` after checking that it was trained with ``config`` (but ``iterations``)."""
+    state = load_checkpoint(out_dir / CHECKPOINT)
+    saved = build_config(SupervisedConfig, state.get("config", {}), str(out_dir / CHECKPOINT))
+    ours, theirs = config_to_dict(config), config_to_dict(saved)
+    differing = [k for k in ours if k != "iterations" and ours[k] != theirs[k]]
+    if differing:
+        key = differing[0]
+        raise UserError(f"--resume: config key {key!r} differs from the run's saved config "
+                        f"({ours[key]!r} vs {theirs[key]!r}); only 'iterations' may change")
+    return state
+
+
+def _drop_log_after(path: Path, iteration: int) -> None:
+    """Forget log lines past the checkpoint, so a resumed run does not log an iteration twice."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(line + "\n" for line in lines if json.loads(line)["iteration"] <= iteration))
+
+
+def train(config: SupervisedConfig, out_dir: str | Path, progress: bool = True, resume: bool = False) -> Params:
+    """Meta-train as ``config`` says, writing the run folder ``out_dir``; returns the final parameters.
+
+    With ``resume``, continue the run in ``out_dir`` from its checkpoint. A checkpoint written
+    before the optimizer and sampler state were saved resumes with a fresh Adam state and a
+    sampler seeded from (seed, iteration), which is said on stderr.
+    """
     out_dir = Path(out_dir)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     problem = make_problem(config)  # reads the data first: a bad path fails before anything is written
     params = problem.init_params(generator)
+    state = _resume_state(config, out_dir) if resume else None
+    if state is None and (out_dir / CHECKPOINT).exists():
+        raise UserError(f"run folder {out_dir} already holds a checkpoint; pass --resume or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONFIG).write_text(dump_toml(config_to_dict(config)))
 
     # MAML, FOMAML and pretraining follow their gradient with Adam; Reptile interpolates (below).
     optimizer = torch.optim.Adam(list(params.values()), lr=config.meta_lr) if config.algorithm != "reptile" else None
+    first, seconds_before = 1, 0.0
+    if state is not None:
+        for k, p in params.items():
+            p.data.copy_(state["params"][k])
+        first, seconds_before = int(state["iteration"]) + 1, float(state.get("train_seconds", 0.0))
+        if "generator" in state:
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+        else:
+            generator.manual_seed(config.seed + 1_000_003 * (first - 1))
+        if optimizer is not None and "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        if "generator" not in state or (optimizer is not None and "optimizer" not in state):
+            print(f"note: {out_dir / CHECKPOINT} predates saved optimizer and sampler state: "
+                  "Adam's moments and the task draws start afresh", file=sys.stderr)
+        _drop_log_after(out_dir / LOG, first - 1)
     name = "fomaml" if config.algorithm == "maml" and config.first_order else config.algorithm
-    start, window = time.perf_counter(), []
-    iteration = 0
-    with open(out_dir / LOG, "w") as log, tqdm(
-        total=config.iterations, desc=f"{config.task} {name}", unit="it", disable=not progress, dynamic_ncols=True
+    start, window = time.perf_counter() - seconds_before, []
+    iteration = first - 1
+    with open(out_dir / LOG, "a" if state is not None else "w") as log, tqdm(
+        total=config.iterations, initial=first - 1, desc=f"{config.task} {name}", unit="it", disable=not progress,
+        dynamic_ncols=True,
     ) as bar:
+        phase = "done"
         try:
-            for iteration in range(1, config.iterations + 1):
+            for iteration in range(first, config.iterations + 1):
+                # what a Ctrl-C may save: the state before this iteration's draws, until the update starts
+                phase, draws = "compute", (generator.get_state(), torch.get_rng_state())
                 if config.algorithm == "reptile":
                     # Outer step size decays linearly to 0, as in the Reptile paper.
                     step_size = config.meta_lr * (1 - (iteration - 1) / config.iterations)
                     tasks = problem.sample_train(config.meta_batch_size, generator)
-                    params, loss = reptile_step(
+                    new_params, loss = reptile_step(
                         problem.loss_fn, params, tasks, config.inner_lr, config.inner_steps, step_size, config.vmap_tasks
                     )
+                    phase = "update"
+                    params = new_params
+                    phase = "done"
                 else:
                     if config.algorithm == "maml":
                         tasks = problem.sample_train(config.meta_batch_size, generator)
@@ -77,7 +137,9 @@ def train(config: SupervisedConfig, out_dir: str | Path, progress: bool = True) 
                         grads, loss = torch.func.grad_and_value(problem.loss_fn)(params, x, y)
                     for k, p in params.items():
                         p.grad = grads[k]
+                    phase = "update"  # Adam changes the parameters in place: an interrupt here saves nothing
                     optimizer.step()
+                    phase = "done"
                 window.append(float(loss))
                 bar.update()
                 if iteration % config.log_every == 0 or iteration == config.iterations:
@@ -88,22 +150,27 @@ def train(config: SupervisedConfig, out_dir: str | Path, progress: bool = True) 
                     bar.set_postfix(loss=f"{mean:.4g}")
                     window = []
                 if iteration % config.checkpoint_every == 0:
-                    _save(out_dir, params, config, iteration, time.perf_counter() - start)
+                    _save(out_dir, params, config, iteration, time.perf_counter() - start, optimizer, generator)
         except KeyboardInterrupt:
-            iteration -= 1  # the interrupted iteration did not finish
-            _save(out_dir, params, config, iteration, time.perf_counter() - start)
+            if phase == "compute":  # nothing of this iteration was applied: save the one before it
+                generator.set_state(draws[0])
+                torch.set_rng_state(draws[1])
+                _save(out_dir, params, config, iteration - 1, time.perf_counter() - start, optimizer, generator)
+            elif phase == "done":
+                _save(out_dir, params, config, iteration, time.perf_counter() - start, optimizer, generator)
             raise
-    _save(out_dir, params, config, iteration, time.perf_counter() - start)
+    _save(out_dir, params, config, iteration, time.perf_counter() - start, optimizer, generator)
     return params
 
 
-def train_from_cli(config_path: str, out: str | None, seed: int | None, overrides: Iterable[str]) -> int:
+def train_from_cli(config_path: str, out: str | None, seed: int | None, overrides: Iterable[str],
+                   resume: bool = False) -> int:
     """``metarl supervised train``: returns the exit status (130 after Ctrl-C, checkpoint kept)."""
     overrides = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     config = load_config(SupervisedConfig, config_path, overrides)
     out_dir = Path(out) if out else Path("runs") / Path(config_path).stem
     try:
-        train(config, out_dir)
+        train(config, out_dir, resume=resume)
     except KeyboardInterrupt:
         print(f"interrupted; last checkpoint in {out_dir / CHECKPOINT}")
         return 130
