@@ -59,7 +59,7 @@ class TrainConfig:
     max_kl: float = 0.01
     cg_iters: int = 10
     cg_damping: float = 1e-5
-    fisher_subsample: float = 1.0  # fraction of each task's episodes in Fisher-vector products (1 = all)
+    fisher_subsample: float = 1.0  # fraction of the tasks (all their episodes) in Fisher-vector products (1 = all)
     ls_ratio: float = 0.8
     ls_max_steps: int = 15
     hidden_sizes: tuple[int, ...] = (100, 100)

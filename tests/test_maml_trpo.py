@@ -7,7 +7,7 @@ from torch.func import vmap
 
 from metarl.baselines import LinearFeatureBaseline
 from metarl.episodes import Episodes, discounted_returns, masked_mean
-from metarl.maml_trpo import MAMLTRPO, subsample_episodes
+from metarl.maml_trpo import MAMLTRPO, subsample_tasks
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.trpo import flatten, unflatten
 
@@ -123,14 +123,14 @@ def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, 
 
 
 @pytest.mark.parametrize("first_order", [False, True])
-def test_subsampled_fisher_is_the_kl_hessian_on_the_first_episodes(first_order):
+def test_subsampled_fisher_is_the_kl_hessian_on_the_first_tasks(first_order):
     algo, params, train, valid = _setup(first_order=first_order)
-    algo.fisher_subsample = 0.5  # round(0.5 * 3) = 2 of 3 episodes per task
-    sub_train = [subsample_episodes(e, algo.fisher_subsample) for e in train]
-    sub_valid = subsample_episodes(valid, algo.fisher_subsample)
-    assert sub_valid.episodes_per_task == 2
-    assert torch.equal(sub_valid.mask, valid.mask[:, :, :2]) and torch.equal(sub_train[1].advantages, train[1].advantages[:, :, :2])
-    assert subsample_episodes(valid, 0.01).episodes_per_task == 1 and subsample_episodes(valid, 1.0) is valid
+    algo.fisher_subsample = 0.5  # round(0.5 * 2) = the first of 2 tasks, all its episodes
+    sub_train = [subsample_tasks(e, algo.fisher_subsample) for e in train]
+    sub_valid = subsample_tasks(valid, algo.fisher_subsample)
+    assert sub_valid.num_tasks == 1 and sub_valid.episodes_per_task == E
+    assert torch.equal(sub_valid.mask, valid.mask[:1]) and torch.equal(sub_train[1].advantages, train[1].advantages[:1])
+    assert subsample_tasks(valid, 0.01).num_tasks == 1 and subsample_tasks(valid, 1.0) is valid
     old = _old_dist(algo, params, sub_train, sub_valid)
     kl_of = _meta_objective(algo, sub_train, sub_valid, old)
     hessian = torch.autograd.functional.hessian(lambda f: kl_of(f, params)[1], flatten(params))
@@ -142,7 +142,7 @@ def test_subsampled_fisher_is_the_kl_hessian_on_the_first_episodes(first_order):
     assert (full(v) - hessian @ v).abs().max() > 1e-3
 
 
-def test_subsampled_step_uses_all_episodes_for_gradient_and_line_search():
+def test_subsampled_step_uses_every_task_for_gradient_and_line_search():
     algo, params, train, valid = _setup(dtype=torch.float32, inner_lr=0.05)
     _, full_info = algo.step(params, train, valid)
     algo.fisher_subsample = 0.5
