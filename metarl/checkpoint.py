@@ -9,6 +9,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -52,3 +53,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path} is not a metarl checkpoint (no state dict)")
     return state
+
+
+def drop_log_rows_after(path: str | Path, iteration: int) -> None:
+    """Forget JSONL rows past ``iteration`` (the checkpoint's), so a resumed run does not log an iteration twice."""
+    path = Path(path)
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(line + "\n" for line in rows if json.loads(line)["iteration"] <= iteration))

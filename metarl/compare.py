@@ -78,8 +78,7 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
 
     import envs
     from metarl.evaluation import adaptation_returns, summarize
-    from metarl.training import step_sizes
-    from metarl.training import load_run
+    from metarl.training import load_run, step_sizes
 
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:

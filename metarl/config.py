@@ -137,3 +137,14 @@ def dump_toml(values: dict[str, Any]) -> str:
         raise TypeError(f"cannot write {v!r} as TOML")
 
     return "".join(f"{k} = {fmt(v)}\n" for k, v in values.items() if v is not None)
+
+
+def check_resumable(config: Any, saved: Any) -> None:
+    """A UserError naming the first key (other than ``iterations``) where ``config`` differs from the
+    run's ``saved`` config: a resumed run must continue the same experiment."""
+    ours, theirs = config_to_dict(config), config_to_dict(saved)
+    differing = [k for k in ours if k != "iterations" and ours[k] != theirs.get(k)]
+    if differing:
+        key = differing[0]
+        raise UserError(f"--resume: config key {key!r} differs from the run's saved config "
+                        f"({ours[key]!r} vs {theirs.get(key)!r}); only 'iterations' may change")

@@ -59,10 +59,10 @@ class Episodes:
         """A copy with some fields replaced (the tensors are shared, not copied)."""
         return dataclasses.replace(self, **changes)
 
-    def episode_range(self, start: int, stop: int) -> "Episodes":
-        """Episodes ``start:stop`` of every task (contiguous copies), ``[tasks, T, stop - start, ...]``."""
+    def select(self, tasks: slice = slice(None), episodes: slice = slice(None)) -> "Episodes":
+        """Some tasks and/or episodes of each task (contiguous copies), ``[tasks', T, E', ...]``."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return Episodes(**{k: None if t is None else t[:, :, start:stop].contiguous() for k, t in fields.items()})
+        return Episodes(**{k: None if t is None else t[tasks, :, episodes].contiguous() for k, t in fields.items()})
 
     def undiscounted_returns(self) -> Tensor:
         """Total reward of each episode [tasks, E] (masked steps excluded)."""

@@ -96,10 +96,7 @@ def subsample_tasks(episodes: Episodes, fraction: float) -> Episodes:
     """The first ``max(1, round(fraction * tasks))`` tasks with all their episodes (all tasks at ``fraction = 1``)."""
     num = episodes.num_tasks
     keep = max(1, min(num, round(fraction * num)))
-    if keep == num:
-        return episodes
-    fields = {f: getattr(episodes, f) for f in ("observations", "actions", "rewards", "mask", "returns", "advantages")}
-    return Episodes(**{f: None if t is None else t[:keep].contiguous() for f, t in fields.items()})
+    return episodes if keep == num else episodes.select(tasks=slice(0, keep))
 
 
 def _weighted_sum(terms: Sequence[Params], weights: Sequence[Tensor]) -> Params:
@@ -196,7 +193,7 @@ class MAMLTRPO:
         if num <= self.chunk_episodes:
             return [(episodes, torch.ones(episodes.num_tasks))]
         total = episodes.mask.sum((1, 2)).clamp_min(1.0)
-        groups = [episodes.episode_range(i, min(i + self.chunk_episodes, num)) for i in range(0, num, self.chunk_episodes)]
+        groups = [episodes.select(episodes=slice(i, i + self.chunk_episodes)) for i in range(0, num, self.chunk_episodes)]
         return [(group, group.mask.sum((1, 2)) / total) for group in groups]
 
     def inner_gradient(self, params: Params, episodes: Episodes) -> tuple[Params, Tensor]:

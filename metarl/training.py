@@ -8,7 +8,6 @@ checkpoint after iteration ``i`` continues exactly as the uninterrupted run woul
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import resource
@@ -23,8 +22,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from metarl.checkpoint import load_checkpoint, save_checkpoint
-from metarl.config import build_config, config_to_dict, dump_toml, load_config
+from metarl.checkpoint import drop_log_rows_after, load_checkpoint, save_checkpoint
+from metarl.config import check_resumable, config_to_dict, dump_toml, load_config
 from metarl.errors import UserError
 from metarl.maml_trpo import MAMLTRPO
 from metarl import policies
@@ -171,14 +170,6 @@ def load_run(run_dir: str | Path, paper_row: bool = True) -> tuple[TrainConfig, 
     return config, state
 
 
-def _drop_metrics_after(path: Path, iteration: int) -> None:
-    """Forget logged rows past the checkpoint, so a resumed run does not log an iteration twice."""
-    if path.exists():
-        rows = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line)["iteration"] <= iteration]
-        path.write_text("".join(line + "\n" for line in kept))
-
-
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C, so a killed job also saves before exiting."""
@@ -247,14 +238,10 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
 
     if resume:
         saved, state = load_run(run_dir, paper_row=False)
-        differing = [k for k, v in config_to_dict(config).items() if k != "iterations" and config_to_dict(saved)[k] != v]
-        if differing:
-            key = differing[0]
-            raise UserError(f"--resume: config key {key!r} differs from the run's saved config "
-                            f"({getattr(config, key)!r} vs {getattr(saved, key)!r}); only 'iterations' may change")
+        check_resumable(config, saved)
         params = {k: v.clone() for k, v in state["params"].items()}
         start = int(state["iteration"])
-        _drop_metrics_after(run_dir / METRICS, start)
+        drop_log_rows_after(run_dir / METRICS, start)
     else:
         if (run_dir / CHECKPOINT).exists():
             raise UserError(f"run directory {run_dir} already holds a checkpoint; pass --resume or choose another --out")

@@ -19,9 +19,10 @@ import torch
 from tqdm import tqdm
 
 from metarl.adaptation import Params
-from metarl.checkpoint import load_checkpoint, save_checkpoint
-from metarl.config import build_config, config_to_dict, dump_toml, load_config
+from metarl.checkpoint import drop_log_rows_after, load_checkpoint, save_checkpoint
+from metarl.config import build_config, check_resumable, config_to_dict, dump_toml, load_config
 from metarl.errors import UserError
+from metarl.seeding import TRAIN, derive_seed
 from metarl.supervised.algorithms import maml_meta_gradient, reptile_step
 from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.problems import make_problem
@@ -49,21 +50,8 @@ def _save(out_dir: Path, params: Params, config: SupervisedConfig, iteration: in
 def _resume_state(config: SupervisedConfig, out_dir: Path) -> dict:
     """The checkpoint of ``out_dir`` after checking that it was trained with ``config`` (but ``iterations``)."""
     state = load_checkpoint(out_dir / CHECKPOINT)
-    saved = build_config(SupervisedConfig, state.get("config", {}), str(out_dir / CHECKPOINT))
-    ours, theirs = config_to_dict(config), config_to_dict(saved)
-    differing = [k for k in ours if k != "iterations" and ours[k] != theirs[k]]
-    if differing:
-        key = differing[0]
-        raise UserError(f"--resume: config key {key!r} differs from the run's saved config "
-                        f"({ours[key]!r} vs {theirs[key]!r}); only 'iterations' may change")
+    check_resumable(config, build_config(SupervisedConfig, state.get("config", {}), str(out_dir / CHECKPOINT)))
     return state
-
-
-def _drop_log_after(path: Path, iteration: int) -> None:
-    """Forget log lines past the checkpoint, so a resumed run does not log an iteration twice."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        path.write_text("".join(line + "\n" for line in lines if json.loads(line)["iteration"] <= iteration))
 
 
 def train(config: SupervisedConfig, out_dir: str | Path, progress: bool = True, resume: bool = False) -> Params:
@@ -96,13 +84,13 @@ def train(config: SupervisedConfig, out_dir: str | Path, progress: bool = True, 
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
         else:
-            generator.manual_seed(config.seed + 1_000_003 * (first - 1))
+            generator.manual_seed(derive_seed(TRAIN, config.seed, first - 1))
         if optimizer is not None and "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
         if "generator" not in state or (optimizer is not None and "optimizer" not in state):
             print(f"note: {out_dir / CHECKPOINT} predates saved optimizer and sampler state: "
                   "Adam's moments and the task draws start afresh", file=sys.stderr)
-        _drop_log_after(out_dir / LOG, first - 1)
+        drop_log_rows_after(out_dir / LOG, first - 1)
     name = "fomaml" if config.algorithm == "maml" and config.first_order else config.algorithm
     start, window = time.perf_counter() - seconds_before, []
     iteration = first - 1
