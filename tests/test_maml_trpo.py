@@ -100,7 +100,7 @@ def test_first_order_meta_gradient_is_the_gradient_at_the_adapted_params():
 ])
 def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, chunk):
     algo, params, train, valid = _setup(kind, first_order)
-    algo.chunk_episodes = chunk
+    algo.chunk_samples = TASKS * T * chunk + TASKS  # a little over `chunk` episodes: rounds down
     assert len(algo.chunks(valid)) == -(-E // chunk)
     train = train[:num_steps]
     old = _old_dist(algo, params, train, valid)
@@ -228,7 +228,7 @@ def test_process_fills_gae_against_the_per_task_baseline():
 def test_grouped_inner_step_equals_the_step_on_all_episodes():
     algo, params, train, _ = _setup()
     whole = algo.inner_step(params, train[0], 0.5, first_order=False)  # one graph over all episodes
-    algo.chunk_episodes = 2
+    algo.chunk_samples = TASKS * T * 2
     grouped = algo.inner_step(params, train[0], 0.5, first_order=True)  # groups of 2 + 1 episodes
     for k in whole:
         torch.testing.assert_close(grouped[k], whole[k].detach())
