@@ -23,7 +23,9 @@ from envs.locomotion import (  # noqa: E402
     AntVelEnv,
     BatchedLocomotion,
     HalfCheetahDirEnv,
+    HalfCheetahDirRllabEnv,
     HalfCheetahVelEnv,
+    HalfCheetahVelRllabEnv,
     LocomotionEnv,
 )
 from envs.navigation import MAX_EPISODE_STEPS as _NAVIGATION_STEPS  # noqa: E402
@@ -35,6 +37,8 @@ from envs.oracle import BatchedTaskObservation, TaskObservation  # noqa: E402
 _LOCOMOTION = {
     "metarl/HalfCheetahVel-v0": HalfCheetahVelEnv,
     "metarl/HalfCheetahDir-v0": HalfCheetahDirEnv,
+    "metarl/HalfCheetahVelRllab-v0": HalfCheetahVelRllabEnv,
+    "metarl/HalfCheetahDirRllab-v0": HalfCheetahDirRllabEnv,
     "metarl/AntVel-v0": AntVelEnv,
     "metarl/AntDir-v0": AntDirEnv,
 }
@@ -110,6 +114,8 @@ __all__ = [
     "LocomotionEnv",
     "HalfCheetahVelEnv",
     "HalfCheetahDirEnv",
+    "HalfCheetahVelRllabEnv",
+    "HalfCheetahDirRllabEnv",
     "AntVelEnv",
     "AntDirEnv",
     "BatchedLocomotion",

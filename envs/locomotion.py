@@ -1,27 +1,39 @@
 """HalfCheetah and Ant with goal-velocity and goal-direction tasks (Finn et al. 2017, section 5.3).
 
-Both robots act every ``dt = 5 x 0.01 s = 0.05 s``; an action is clipped to
-``[-1, 1]^nu`` and held for the 5 physics steps. ``v`` is the forward (x)
-displacement of the torso over the step divided by ``dt`` (m/s). The task term is
+Two conventions of the cheetah exist, and the task terms are the same in both:
 
 - velocity task ``{"velocity": v_goal}``: ``-|v - v_goal|``
 - direction task ``{"direction": d}``, ``d`` in {-1, +1}: ``d * v``
 
-and the reward is
+**gymnasium's** (``HalfCheetahVel-v0`` / ``HalfCheetahDir-v0``, and the Ant): the robot
+acts every ``dt = 5 x 0.01 s = 0.05 s`` (an action is clipped to ``[-1, 1]^nu`` and held
+for the 5 physics steps), so a 200-step episode lasts 10 s; ``v`` is the forward (x)
+displacement of the torso over the step divided by ``dt`` (m/s); resets add
+``U(-0.1, 0.1)`` to every qpos entry and ``0.1 * N(0, 1)`` to every qvel entry of the
+model's initial state, as gymnasium's v5 envs do.
+
+**rllab's** (``HalfCheetahVelRllab-v0`` / ``HalfCheetahDirRllab-v0``), the one the MAML
+paper's cheetah numbers come from (cbfinn/maml_rl on rllab): one 0.01 s physics step per
+action, so a 200-step episode lasts 2 s and starts from rest; ``v`` is the x-velocity of the
+whole robot's centre of mass after the step (MuJoCo's ``subtree_linvel`` of the torso,
+computed by ``envs.center_of_mass``); the observation ends with that centre of mass
+(x, y, z in m); resets add ``0.01 * N(0, 1)`` to qpos and ``0.1 * N(0, 1)`` to qvel. Same
+model file, masses and motors as the gymnasium cheetah (rllab's and gym's XML describe the
+same robot), so this one samples five times as many steps per second of physics.
+
+The reward is
 
 - HalfCheetah: ``task term - 0.05 * ||a||^2``; never terminates; observation
-  ``qpos[1:], qvel`` (17); ``v_goal ~ U[0, 2]``.
+  ``qpos[1:], qvel`` (17; 20 with rllab's centre of mass); ``v_goal ~ U[0, 2]``.
 - Ant: ``task term - 0.5 * ||a||^2 + 1 * healthy``, where healthy means qpos
   and qvel are finite and the torso height ``qpos[2]`` is in ``[0.2, 1.0]``; the
   episode terminates on the first unhealthy step (which earns no survival
   bonus). No contact cost, and no contact forces in the observation
   ``qpos[2:], qvel`` (27), as gymnasium's Ant-v4 defaults. ``v_goal ~ U[0, 3]``.
 
-Episodes are truncated after 200 steps. Resets add ``U(-0.1, 0.1)`` to every
-qpos entry and ``0.1 * N(0, 1)`` to every qvel entry of the model's initial
-state, as gymnasium's v5 envs do.
+Episodes are truncated after 200 steps.
 
-``locomotion_observation``, ``locomotion_reward`` and ``reset_noise`` are the one
+``Readout`` (observation, velocity, reward, termination) and ``reset_noise`` are the one
 definition of each, used by the single gymnasium envs and by ``BatchedLocomotion``.
 """
 
@@ -34,6 +46,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from envs.center_of_mass import PlanarCenterOfMass
 from envs.physics import BatchedPhysics, load_model, step_cold
 from envs.tasks import Choice, Interval, TaskSpace, sample_tasks, validate_task, validate_tasks
 
@@ -51,34 +64,66 @@ class Robot:
     ctrl_cost_weight: float
     healthy_reward: float
     healthy_z: tuple[float, float] | None  # None: never terminates
+    rllab: bool = False  # rllab's conventions: centre-of-mass velocity and observation, rllab's reset noise
 
 
 HALF_CHEETAH = Robot("half_cheetah.xml", frame_skip=5, skipped_qpos=1, ctrl_cost_weight=0.05, healthy_reward=0.0, healthy_z=None)
+HALF_CHEETAH_RLLAB = Robot("half_cheetah.xml", frame_skip=1, skipped_qpos=1, ctrl_cost_weight=0.05, healthy_reward=0.0,
+                           healthy_z=None, rllab=True)
 ANT = Robot("ant.xml", frame_skip=5, skipped_qpos=2, ctrl_cost_weight=0.5, healthy_reward=1.0, healthy_z=(0.2, 1.0))
 
 
-def locomotion_observation(robot: Robot, qpos: np.ndarray, qvel: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``[N, nq - skipped + nv]``: qpos without the torso's horizontal position, then qvel (``[N, nq]``, ``[N, nv]``)."""
-    return np.concatenate((qpos[:, robot.skipped_qpos :], qvel), axis=1, out=out)
+class Readout:
+    """What an env step reports from the simulator state, for any number of states at once.
+
+    ``observation(qpos [N, nq], qvel [N, nv]) -> [N, obs_dim]``: qpos without the torso's
+    horizontal position, then qvel (and, with rllab's conventions, the centre of mass [3]).
+    ``step(goals [N], x_before [N], qpos, qvel, actions [N, nu]) -> (obs, rewards [N] float64,
+    terminated [N] bool)`` after a step: goals are velocities (m/s) or directions (+-1),
+    ``x_before`` the torso's x before the step (m), actions already clipped.
+    """
+
+    def __init__(self, robot: Robot, model: mujoco.MjModel, task_key: str):
+        self.robot, self.task_key = robot, task_key
+        self.dt = model.opt.timestep * robot.frame_skip
+        self.com = PlanarCenterOfMass(model) if robot.rllab else None
+        self.observation_dim = model.nq - robot.skipped_qpos + model.nv + (3 if robot.rllab else 0)
+        self.velocity_index = model.nq - robot.skipped_qpos  # where qvel[0], the torso's x-velocity, sits
+
+    def _observe(self, qpos: np.ndarray, qvel: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        parts = [qpos[:, self.robot.skipped_qpos :], qvel]
+        com_velocity = None
+        if self.com is not None:
+            com, com_velocity = self.com(qpos, qvel)
+            parts.append(com)
+        return np.concatenate(parts, axis=1), com_velocity
+
+    def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        return self._observe(qpos, qvel)[0]
+
+    def step(self, goals: np.ndarray, x_before: np.ndarray, qpos: np.ndarray, qvel: np.ndarray,
+             actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        obs, com_velocity = self._observe(qpos, qvel)
+        velocity = com_velocity[:, 0] if com_velocity is not None else (qpos[:, 0] - x_before) / self.dt
+        rewards, terminated = locomotion_reward(self.robot, self.task_key, goals, velocity, qpos, qvel, actions)
+        return obs, rewards, terminated
 
 
 def locomotion_reward(
     robot: Robot,
     task_key: str,
     goals: np.ndarray,
-    x_before: np.ndarray,
+    velocity: np.ndarray,
     qpos: np.ndarray,
     qvel: np.ndarray,
     actions: np.ndarray,
-    dt: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rewards ``[N]`` float64 and terminated ``[N]`` bool of one step.
 
-    goals: ``[N]`` goal velocity (m/s) or direction (+-1); x_before: ``[N]`` torso x
-    before the step (m); qpos, qvel: ``[N, nq]``, ``[N, nv]`` after it; actions:
-    ``[N, nu]`` already clipped; dt: seconds per env step.
+    goals: ``[N]`` goal velocity (m/s) or direction (+-1); velocity: ``[N]`` the forward
+    velocity the task term scores (m/s); qpos, qvel: ``[N, nq]``, ``[N, nv]`` after the step;
+    actions: ``[N, nu]`` already clipped.
     """
-    velocity = (qpos[:, 0] - x_before) / dt
     if task_key == "velocity":
         task_term = -np.abs(velocity - goals)
     else:
@@ -92,9 +137,13 @@ def locomotion_reward(
     return rewards + robot.healthy_reward * healthy, ~healthy
 
 
-def reset_noise(model: mujoco.MjModel, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` initial states: qpos ``[n, nq]`` = qpos0 + U(-0.1, 0.1), qvel ``[n, nv]`` = 0.1 * N(0, 1)."""
-    qpos = model.qpos0 + rng.uniform(-RESET_NOISE, RESET_NOISE, size=(n, model.nq))
+def reset_noise(robot: Robot, model: mujoco.MjModel, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` initial states qpos ``[n, nq]``, qvel ``[n, nv]`` around the model's: gymnasium's
+    qpos0 + U(-0.1, 0.1), 0.1 * N(0, 1), or rllab's qpos0 + 0.01 * N(0, 1), 0.1 * N(0, 1)."""
+    if robot.rllab:
+        qpos = model.qpos0 + 0.01 * rng.standard_normal(size=(n, model.nq))
+    else:
+        qpos = model.qpos0 + rng.uniform(-RESET_NOISE, RESET_NOISE, size=(n, model.nq))
     qvel = RESET_NOISE * rng.standard_normal(size=(n, model.nv))
     return qpos, qvel
 
@@ -118,13 +167,13 @@ class LocomotionEnv(gym.Env):
         self.width, self.height = width, height
         self.model = load_model(self.robot.xml)
         self.data = mujoco.MjData(self.model)
-        self.dt = self.model.opt.timestep * self.robot.frame_skip
         self.task_key = next(iter(self.task_space))
+        self.readout = Readout(self.robot, self.model, self.task_key)
+        self.dt = self.readout.dt
         low, high = self.model.actuator_ctrlrange.T.copy()
         self._action_low, self._action_high = low, high
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
-        obs_dim = self.model.nq - self.robot.skipped_qpos + self.model.nv
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float64)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(self.readout.observation_dim,), dtype=np.float64)
         self._renderer: mujoco.Renderer | None = None
         self._task: dict[str, float] = {}
         self._goal = np.zeros(1)
@@ -141,11 +190,11 @@ class LocomotionEnv(gym.Env):
         return dict(self._task)
 
     def _observation(self) -> np.ndarray:
-        return locomotion_observation(self.robot, self.data.qpos[None], self.data.qvel[None])[0]
+        return self.readout.observation(self.data.qpos[None], self.data.qvel[None])[0]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        qpos, qvel = reset_noise(self.model, self.np_random, 1)
+        qpos, qvel = reset_noise(self.robot, self.model, self.np_random, 1)
         mujoco.mj_resetData(self.model, self.data)
         return self.set_state(qpos[0], qvel[0]), {"task": self.get_task()}
 
@@ -164,10 +213,8 @@ class LocomotionEnv(gym.Env):
         action = np.clip(np.asarray(action, dtype=np.float64), self._action_low, self._action_high)
         x_before = self.data.qpos[:1].copy()
         step_cold(self.model, self.data, action, self.robot.frame_skip)
-        reward, terminated = locomotion_reward(
-            self.robot, self.task_key, self._goal, x_before, self.data.qpos[None], self.data.qvel[None], action[None], self.dt
-        )
-        return self._observation(), float(reward[0]), bool(terminated[0]), False, {"task": self.get_task()}
+        obs, reward, terminated = self.readout.step(self._goal, x_before, self.data.qpos[None], self.data.qvel[None], action[None])
+        return obs[0], float(reward[0]), bool(terminated[0]), False, {"task": self.get_task()}
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
@@ -198,6 +245,20 @@ class HalfCheetahDirEnv(LocomotionEnv):
     robot = HALF_CHEETAH
     task_space = {"direction": Choice((-1.0, 1.0))}
     default_task = {"direction": 1.0}
+
+
+class HalfCheetahVelRllabEnv(HalfCheetahVelEnv):
+    """``HalfCheetahVelEnv`` with rllab's conventions (the MAML paper's): 0.01 s steps, centre-of-mass velocity."""
+
+    robot = HALF_CHEETAH_RLLAB
+    metadata = {**LocomotionEnv.metadata, "render_fps": 100}
+
+
+class HalfCheetahDirRllabEnv(HalfCheetahDirEnv):
+    """``HalfCheetahDirEnv`` with rllab's conventions (the MAML paper's): 0.01 s steps, centre-of-mass velocity."""
+
+    robot = HALF_CHEETAH_RLLAB
+    metadata = {**LocomotionEnv.metadata, "render_fps": 100}
 
 
 class AntVelEnv(LocomotionEnv):
@@ -234,9 +295,11 @@ class BatchedLocomotion:
         self.task_space = env_class.task_space
         self.task_key = next(iter(self.task_space))
         self.model = load_model(self.robot.xml)
-        self.dt = self.model.opt.timestep * self.robot.frame_skip
+        self.readout = Readout(self.robot, self.model, self.task_key)
+        self.dt = self.readout.dt
         self.action_dim = self.model.nu
-        self.observation_dim = self.model.nq - self.robot.skipped_qpos + self.model.nv
+        self.observation_dim = self.readout.observation_dim
+        self.velocity_index = self.readout.velocity_index
         self.action_low, self.action_high = self.model.actuator_ctrlrange.T.copy()
         self.physics = BatchedPhysics(self.model, self.num_envs, self.robot.frame_skip, num_threads)
         self._tasks = [dict(env_class.default_task) for _ in range(self.num_envs)]
@@ -256,11 +319,11 @@ class BatchedLocomotion:
         return [dict(t) for t in self._tasks]
 
     def _observations(self) -> np.ndarray:
-        return locomotion_observation(self.robot, self.physics.qpos, self.physics.qvel)
+        return self.readout.observation(self.physics.qpos, self.physics.qvel)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Noisy initial states for all envs (the same ``seed`` gives the same states); obs ``[num_envs, obs_dim]``."""
-        qpos, qvel = reset_noise(self.model, np.random.default_rng(seed), self.num_envs)
+        qpos, qvel = reset_noise(self.robot, self.model, np.random.default_rng(seed), self.num_envs)
         return self.set_state(qpos, qvel)
 
     def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
@@ -287,10 +350,7 @@ class BatchedLocomotion:
         np.clip(actions, self.action_low, self.action_high, out=self._actions)
         self._x_before[:] = self.physics.qpos[:, 0]
         self.physics.advance(self._actions)
-        rewards, terminated = locomotion_reward(
-            self.robot, self.task_key, self._goals, self._x_before, self.physics.qpos, self.physics.qvel, self._actions, self.dt
-        )
-        return self._observations(), rewards, terminated
+        return self.readout.step(self._goals, self._x_before, self.physics.qpos, self.physics.qvel, self._actions)
 
     def close(self) -> None:
         self.physics.close()

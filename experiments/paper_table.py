@@ -34,6 +34,8 @@ ROWS = {
     "navigation2d": "2D navigation",
     "halfcheetah_vel": "HalfCheetah, goal velocity",
     "halfcheetah_dir": "HalfCheetah, goal direction",
+    "halfcheetah_vel_rllab": "HalfCheetah, goal velocity (the paper's rllab cheetah)",
+    "halfcheetah_dir_rllab": "HalfCheetah, goal direction (the paper's rllab cheetah)",
     "ant_vel": "Ant, goal velocity",
     "ant_dir": "Ant, goal direction",
 }
@@ -45,6 +47,8 @@ PAPER = {
     "halfcheetah_dir": {"maml": [-50.7, 293.2, 313.5, 315.7], "pretrained": [-43.0, -24.8, -12.9, 19.6],
                         "oracle": [442.7]},
 }
+PAPER["halfcheetah_vel_rllab"] = PAPER["halfcheetah_vel"]  # the paper's numbers come from rllab's cheetah
+PAPER["halfcheetah_dir_rllab"] = PAPER["halfcheetah_dir"]
 
 
 def training_seconds(run_dir: Path) -> float:

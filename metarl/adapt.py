@@ -87,7 +87,6 @@ class Adapter:
     def __init__(self, run_dir: str | Path, episodes: int | None = None, seed: int = 0):
         import torch
 
-        import envs
         from metarl.training import load_run, make_env, make_learner, make_policy
 
         self.config, state = load_run(run_dir)
@@ -103,10 +102,7 @@ class Adapter:
         self.learner = make_learner(self.config, self.policy)
         self.navigation = "goal" in self.task_keys
         if not self.navigation:
-            # locomotion observations are qpos (without torso x[, y]) then qvel; qvel[0] is the forward velocity.
-            # An oracle env appends the task vector after them.
-            oracle_dim = envs.task_dim(self.config.env) if self.config.method == "oracle" else 0
-            self.velocity_index = self.env.observation_dim - oracle_dim - self.env.model.nv
+            self.velocity_index = self.env.velocity_index  # where the torso's x-velocity sits in the observation
 
     @property
     def task_keys(self) -> list[str]:

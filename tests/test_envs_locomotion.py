@@ -13,9 +13,11 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
+from envs.center_of_mass import PlanarCenterOfMass
 from envs.locomotion import ANT, locomotion_reward
 
 CHEETAH_IDS = ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0"]
+RLLAB_IDS = ["metarl/HalfCheetahVelRllab-v0", "metarl/HalfCheetahDirRllab-v0"]
 ANT_IDS = ["metarl/AntVel-v0", "metarl/AntDir-v0"]
 MUJOCO_IDS = CHEETAH_IDS + ANT_IDS
 DT = 0.05  # 5 physics steps of 0.01 s
@@ -94,8 +96,7 @@ def test_ant_health_below_height_and_non_finite():
     qvel = np.zeros((4, 14))
     qpos[0, 2], qpos[1, 2], qpos[2, 2] = 0.19, 0.2, 1.0
     qvel[3, 5] = np.nan
-    x_before = qpos[:, 0].copy()
-    rewards, terminated = locomotion_reward(ANT, "velocity", np.zeros(4), x_before, qpos, qvel, np.zeros((4, 8)), DT)
+    rewards, terminated = locomotion_reward(ANT, "velocity", np.zeros(4), np.zeros(4), qpos, qvel, np.zeros((4, 8)))
     np.testing.assert_array_equal(terminated, [True, False, False, True])
     np.testing.assert_array_equal(rewards[:3], [0.0, 1.0, 1.0])
 
@@ -129,7 +130,7 @@ def test_direction_tasks_are_plus_minus_one_evenly(env_id):
     assert env.sample_tasks(10, seed=3) == env.sample_tasks(10, seed=3)
 
 
-@pytest.mark.parametrize("env_id", MUJOCO_IDS)
+@pytest.mark.parametrize("env_id", MUJOCO_IDS + RLLAB_IDS)
 def test_check_env(env_id):
     env = gym.make(env_id, render_mode="rgb_array", width=32, height=24)
     with warnings.catch_warnings():
@@ -140,7 +141,7 @@ def test_check_env(env_id):
     env.close()
 
 
-@pytest.mark.parametrize("env_id", MUJOCO_IDS)
+@pytest.mark.parametrize("env_id", MUJOCO_IDS + RLLAB_IDS)
 def test_batched_equals_single_over_a_full_episode(env_id):
     n = 5
     batched = envs.make_batched(env_id, n)
@@ -256,3 +257,64 @@ def test_unstable_simulation_warns_through_logging_not_a_file(tmp_path, monkeypa
     assert np.all(np.isfinite(env.data.qpos))  # MuJoCo reset the diverged simulation
     assert list(tmp_path.iterdir()) == []
     assert mujoco.get_mju_user_warning() is not None
+
+
+def mujoco_center_of_mass(model, qpos, qvel):
+    """MuJoCo's whole-robot centre of mass and its velocity (subtree of the torso) on a scratch MjData."""
+    scratch = mujoco.MjData(model)
+    scratch.qpos[:], scratch.qvel[:] = qpos, qvel
+    mujoco.mj_forward(model, scratch)
+    mujoco.mj_subtreeVel(model, scratch)
+    torso = scratch.body("torso").id
+    return scratch.subtree_com[torso].copy(), scratch.subtree_linvel[torso].copy()
+
+
+def test_planar_center_of_mass_matches_mujoco():
+    model = gym.make("metarl/HalfCheetahVelRllab-v0").unwrapped.model
+    rng = np.random.default_rng(0)
+    qpos = model.qpos0 + rng.normal(0.0, 0.7, size=(16, model.nq))  # far from rest: large angles
+    qvel = rng.normal(0.0, 3.0, size=(16, model.nv))
+    position, velocity = PlanarCenterOfMass(model)(qpos, qvel)
+    for i in range(16):
+        want_position, want_velocity = mujoco_center_of_mass(model, qpos[i], qvel[i])
+        np.testing.assert_allclose(position[i], want_position, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(velocity[i], want_velocity, rtol=0, atol=1e-12)
+
+
+def test_planar_center_of_mass_refuses_a_non_planar_model():
+    with pytest.raises(ValueError, match="not planar|root body"):
+        PlanarCenterOfMass(gym.make("metarl/AntVel-v0").unwrapped.model)
+
+
+@pytest.mark.parametrize("env_id", RLLAB_IDS)
+def test_rllab_cheetah_reward_and_observation_from_simulator_state(env_id):
+    """rllab's conventions (the MAML paper's): 0.01 s steps, reward on the centre of mass's velocity after the
+    step, observation qpos[1:], qvel, centre of mass."""
+    env = gym.make(env_id)
+    core = env.unwrapped
+    task = {"velocity": 1.3} if "Vel" in env_id else {"direction": -1.0}
+    core.set_task(task)
+    env.reset(seed=0)
+    rng = np.random.default_rng(1)
+    for t in range(30):
+        action = rng.normal(0.0, 1.0, size=core.model.nu)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        assert core.data.time == pytest.approx(0.01 * (t + 1))
+        qpos, qvel = core.data.qpos.copy(), core.data.qvel.copy()
+        com, com_velocity = mujoco_center_of_mass(core.model, qpos, qvel)
+        assert obs.shape == (20,)
+        np.testing.assert_allclose(obs, np.concatenate([qpos[1:], qvel, com]), rtol=0, atol=1e-12)
+        v = com_velocity[0]
+        term = -abs(v - task["velocity"]) if "velocity" in task else task["direction"] * v
+        a = np.clip(action, -1.0, 1.0)
+        assert reward == pytest.approx(term - 0.05 * np.sum(a**2), rel=1e-9, abs=1e-9)
+        assert not terminated and not truncated
+
+
+def test_rllab_cheetah_reset_noise():
+    batched = envs.make_batched("metarl/HalfCheetahVelRllab-v0", 400, num_threads=0)
+    batched.reset(seed=0)
+    qpos, qvel = batched.get_state()
+    assert 0.008 < (qpos - batched.model.qpos0).std() < 0.012  # 0.01 * N(0, 1)
+    assert 0.09 < qvel.std() < 0.11  # 0.1 * N(0, 1)
+    assert batched.velocity_index == 8 and batched.observation_dim == 20
