@@ -194,6 +194,31 @@ def test_step_improves_surrogate_within_kl_bound(first_order):
     assert all(not torch.equal(new[k], params[k]) for k in ("l0.weight", "log_std"))
 
 
+def test_line_search_stops_a_candidate_early_once_its_kl_exceeds_the_bound(monkeypatch):
+    """Checking the KL task group by task group accepts the same step as one pass over all tasks, and
+    stops evaluating a candidate whose partial KL sum is already above max_kl."""
+    algo, params, train, valid = _setup(dtype=torch.float64, inner_lr=2.0)
+    algo.max_kl = 0.1  # a large inner step: the quadratic KL model overshoots by orders of magnitude
+    algo.kl_check_groups = 1
+    whole, whole_info = algo.step(params, train, valid)
+    calls = []
+    original = algo.post_adaptation_dist
+    monkeypatch.setattr(algo, "post_adaptation_dist", lambda *a, **k: calls.append(a[2].num_tasks) or original(*a, **k))
+    algo.kl_check_groups = TASKS
+    grouped, grouped_info = algo.step(params, train, valid)
+    assert whole_info["accepted"] == 1.0 and whole_info["ls_steps"] > 1
+    assert grouped_info["ls_steps"] == whole_info["ls_steps"]
+    assert grouped_info["step_fraction"] == whole_info["step_fraction"]
+    assert grouped_info["kl"] == pytest.approx(whole_info["kl"], rel=1e-9)
+    assert grouped_info["surrogate_after"] == pytest.approx(whole_info["surrogate_after"], rel=1e-9)
+    for k in params:
+        torch.testing.assert_close(grouped[k], whole[k])
+    assert set(calls) == {1}  # one task per group
+    assert len(calls) < TASKS * grouped_info["ls_steps"]  # some candidate stopped after its first task
+    with pytest.raises(ValueError, match="kl_check_groups"):
+        MAMLTRPO(algo.policy, inner_lr=0.1, kl_check_groups=0)
+
+
 def test_step_rejects_when_no_candidate_is_acceptable_and_on_nan():
     algo, params, train, valid = _setup(dtype=torch.float32, inner_lr=0.05)
     flat = valid.replace(advantages=torch.zeros_like(valid.advantages))  # zero meta-gradient: no step to take
