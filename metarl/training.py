@@ -184,14 +184,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: dict[str, Tensor],
-                   iteration: int) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """One meta-iteration (iteration index ``iteration``, 0-based); returns the new parameters and a log row.
+def sample_meta_batch(config: TrainConfig, env, policy, learner: MAMLTRPO, params: dict[str, Tensor],
+                      iteration: int) -> tuple[list[Episodes], Episodes, list[float]]:
+    """The episodes of meta-iteration ``iteration`` (0-based): (train episodes per inner step, post-adaptation
+    episodes, inner learning rates), processed (advantages filled).
 
-    Sampling: theta -> episodes -> inner step -> ... -> post-adaptation episodes, all tasks batched.
-    Update: one TRPO step on theta through the adaptation. Every draw is seeded by (seed, iteration).
+    theta -> episodes -> inner step -> ... -> post-adaptation episodes, all tasks batched; every draw is
+    seeded by (seed, iteration), so a run's batch at any iteration can be drawn again.
     """
-    t0 = time.perf_counter()
     tasks = env.sample_tasks(config.meta_batch_size, seed=derive_seed(TRAIN, config.seed, iteration, 0))
     task_params = broadcast(params, len(tasks))
     train_episodes = []
@@ -207,6 +207,17 @@ def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: 
     valid_episodes = learner.process(sample_episodes(
         env, policy, task_params, tasks, config.episodes_per_task,
         seed=derive_seed(TRAIN, config.seed, iteration, inner_steps + 1)))
+    return train_episodes, valid_episodes, lrs
+
+
+def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: dict[str, Tensor],
+                   iteration: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """One meta-iteration (iteration index ``iteration``, 0-based); returns the new parameters and a log row.
+
+    Sampling (:func:`sample_meta_batch`), then one TRPO step on theta through the adaptation.
+    """
+    t0 = time.perf_counter()
+    train_episodes, valid_episodes, lrs = sample_meta_batch(config, env, policy, learner, params, iteration)
     t1 = time.perf_counter()
     params, info = learner.step(params, train_episodes, valid_episodes, lrs)
     t2 = time.perf_counter()

@@ -120,16 +120,16 @@ def test_bad_arguments_are_one_line_errors(runs, tmp_path, capsys, case, message
     assert captured.out == "" and not (tmp_path / "figure.jpg").exists()
 
 
-def load_paper_table():
-    path = Path(__file__).resolve().parents[1] / "experiments" / "paper_table.py"
-    spec = importlib.util.spec_from_file_location("paper_table", path)
+def load_experiment(name):
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_paper_table_trains_compares_and_writes_the_markdown(tmp_path, capsys):
-    paper_table = load_paper_table()
+    paper_table = load_experiment("paper_table")
     args = ["navigation2d", "--out", str(tmp_path / "row"), "--tasks", "2",
             "--steps", "1", "--episodes", "1", "--val-tasks", "1", "--no-progress",
             *[f"--set={item}" for item in TINY if not item.startswith(("env=", "inner_lr="))]]
@@ -147,3 +147,15 @@ def test_paper_table_trains_compares_and_writes_the_markdown(tmp_path, capsys):
     capsys.readouterr()
     assert paper_table.main(["navigation2d", "--out", str(tmp_path / "bad"), "--methods", "maml,reptile"]) == 2
     assert capsys.readouterr().err.strip() == "error: --methods: unknown method reptile (known: maml, pretrained, oracle, random)"
+
+
+def test_fisher_subsample_experiment_scores_directions_under_the_full_metric(runs, capsys):
+    fisher = load_experiment("fisher_subsample")
+    result = fisher.compare_fractions(str(runs["maml"]), [1.0, 0.5])
+    assert result["iteration"] == 1 and result["tasks"] == 2
+    full, half = result["rows"]
+    assert (full["tasks"], half["tasks"]) == (2, 1)
+    assert full["quality"] == 1.0  # the full metric is the reference
+    # at fraction 1 the predicted KL (from conjugate gradient's residual) is the full metric's own
+    assert full["kl_ratio"] == pytest.approx(1.0, rel=1e-3)
+    assert half["quality"] > 0 and half["kl_ratio"] > 0
