@@ -1,6 +1,8 @@
 """Training loop: exact resume, Ctrl-C saves, config and checkpoint errors, evaluation output."""
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from metarl.config import load_config
 from metarl.errors import UserError
 from metarl.evaluation import evaluate_run
 from metarl.policies import GaussianMLPPolicy
-from metarl.training import CHECKPOINT, METRICS, TrainConfig, train
+from metarl.training import CHECKPOINT, METRICS, TrainConfig, load_run, train
 
 TINY = ["env=\"metarl/Navigation2D-v0\"", "meta_batch_size=2", "episodes_per_task=2", "hidden_sizes=[8]",
         "inner_lr=0.5", "checkpoint_every=1", "num_threads=1", "cg_iters=3"]
@@ -126,8 +128,6 @@ def test_baselines_train_without_adaptation(tmp_path):
 
 
 def test_shipped_navigation_policy_loads_and_adapts():
-    from pathlib import Path
-
     run = Path(__file__).resolve().parents[1] / "experiments" / "results" / "navigation2d" / "maml"
     result = evaluate_run(run, num_tasks=4, steps=1, episodes=4)
     assert result["iteration"] == 100
@@ -135,6 +135,21 @@ def test_shipped_navigation_policy_loads_and_adapts():
     assert result["returns"][1] > result["returns"][0] + 10
     # the paper row's directory stands for its MAML run (`metarl adapt experiments/results/navigation2d`)
     assert evaluate_run(run.parent, num_tasks=4, steps=1, episodes=4) == result
+
+
+# meta-RL runs are experiments/results/ROW/METHOD/ (the supervised ones sit one level up)
+SHIPPED_RUNS = sorted(str(p.parent.relative_to(p.parents[4]))
+                      for p in (Path(__file__).resolve().parents[1] / "experiments" / "results").glob("*/*/checkpoint.pt"))
+
+
+@pytest.mark.parametrize("run", SHIPPED_RUNS)
+def test_every_shipped_rl_run_loads_and_adapts(run):
+    """Each shipped checkpoint loads (weights only) and adapts one step on a few held-out tasks."""
+    run_dir = Path(__file__).resolve().parents[1] / run
+    config, state = load_run(run_dir, paper_row=False)
+    result = evaluate_run(run_dir, num_tasks=2, steps=1, episodes=2)
+    assert result["env"] == config.env and result["iteration"] == int(state["iteration"])
+    assert len(result["returns"]) == 2 and all(math.isfinite(r) for r in result["returns"])
 
 
 def test_later_inner_steps_use_the_scaled_learning_rate_when_training(monkeypatch):
