@@ -9,13 +9,15 @@ checkpoint.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -61,3 +63,26 @@ def drop_log_rows_after(path: str | Path, iteration: int) -> None:
     if path.exists():
         rows = [line for line in path.read_text().splitlines() if line.strip()]
         path.write_text("".join(line + "\n" for line in rows if json.loads(line)["iteration"] <= iteration))
+
+
+LOCK = ".lock"
+
+
+@contextmanager
+def exclusive_run(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run directory for one training process: a second one gets a UserError instead of
+    interleaving its checkpoints and log rows with the first's (an OS lock, released when the
+    process ends however it ends; the lock file is removed on a normal exit)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"run directory {run_dir} is being trained by another process; wait for it or stop it first") from None
+    try:
+        yield
+    finally:
+        (run_dir / LOCK).unlink(missing_ok=True)
+        handle.close()

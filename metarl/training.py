@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from metarl.checkpoint import drop_log_rows_after, load_checkpoint, save_checkpoint
+from metarl.checkpoint import drop_log_rows_after, exclusive_run, load_checkpoint, save_checkpoint
 from metarl.config import check_resumable, config_to_dict, dump_toml, load_config
 from metarl.errors import UserError
 from metarl.maml_trpo import MAMLTRPO
@@ -239,9 +239,17 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
     """Run (or continue) MAML-TRPO meta-training; returns the run directory.
 
     The run directory holds ``config.toml``, ``checkpoint.pt`` (the latest completed iteration),
-    ``metrics.jsonl`` (one object per iteration) and ``tb/`` (TensorBoard scalars).
+    ``metrics.jsonl`` (one object per iteration) and ``tb/`` (TensorBoard scalars). One process
+    at a time trains a run directory (``checkpoint.exclusive_run``).
     """
     run_dir = Path(run_dir)
+    if resume and not run_dir.is_dir():
+        load_run(run_dir, paper_row=False)  # the missing run's own error
+    with exclusive_run(run_dir):
+        return _train(config, run_dir, resume, progress)
+
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
     torch.set_num_threads(config.num_threads)
     env = make_env(config, config.meta_batch_size, config.episodes_per_task)
     policy = make_policy(config, env)

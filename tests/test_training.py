@@ -168,3 +168,17 @@ def test_later_inner_steps_use_the_scaled_learning_rate_when_training(monkeypatc
     meta_iteration(config, env, policy, learner, params, 0)
     assert seen["inner"][:2] == pytest.approx([0.5, 0.15])
     assert seen["step"] == pytest.approx([0.5, 0.15])
+
+
+def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path):
+    from metarl.checkpoint import LOCK, exclusive_run
+
+    run = tmp_path / "run"
+    train(tiny(1), run, progress=False)
+    with exclusive_run(run):  # another process training it (the lock is per open file, so this one counts)
+        with pytest.raises(UserError, match="being trained by another process"):
+            train(tiny(2), run, resume=True, progress=False)
+    assert [json.loads(line)["iteration"] for line in (run / METRICS).read_text().splitlines()] == [1]
+    train(tiny(2), run, resume=True, progress=False)  # free again
+    assert load_checkpoint(run / CHECKPOINT)["iteration"] == 2
+    assert not (run / LOCK).exists()

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from metarl.adaptation import Params
-from metarl.checkpoint import drop_log_rows_after, load_checkpoint, save_checkpoint
+from metarl.checkpoint import drop_log_rows_after, exclusive_run, load_checkpoint, save_checkpoint
 from metarl.config import build_config, check_resumable, config_to_dict, dump_toml, load_config
 from metarl.errors import UserError
 from metarl.seeding import TRAIN, derive_seed
@@ -59,13 +59,21 @@ def train(config: SupervisedConfig, out_dir: str | Path, progress: bool = True, 
 
     With ``resume``, continue the run in ``out_dir`` from its checkpoint. A checkpoint written
     before the optimizer and sampler state were saved resumes with a fresh Adam state and a
-    sampler seeded from (seed, iteration), which is said on stderr.
+    sampler seeded from (seed, iteration), which is said on stderr. One process at a time trains
+    a run folder (``checkpoint.exclusive_run``).
     """
     out_dir = Path(out_dir)
+    problem = make_problem(config)  # reads the data first: a bad path fails before anything is written
+    if resume and not out_dir.is_dir():
+        load_checkpoint(out_dir / CHECKPOINT)  # the missing run's own error
+    with exclusive_run(out_dir):
+        return _train(config, problem, out_dir, progress, resume)
+
+
+def _train(config: SupervisedConfig, problem, out_dir: Path, progress: bool, resume: bool) -> Params:
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    problem = make_problem(config)  # reads the data first: a bad path fails before anything is written
     params = problem.init_params(generator)
     state = _resume_state(config, out_dir) if resume else None
     if state is None and (out_dir / CHECKPOINT).exists():
