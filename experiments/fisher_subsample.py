@@ -29,12 +29,16 @@ sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout, installe
 import torch  # noqa: E402
 
 from metarl.cli import keep_freed_memory  # noqa: E402
+from metarl.errors import UserError  # noqa: E402
 from metarl.maml_trpo import subsample_tasks  # noqa: E402
 from metarl.training import load_run, make_env, make_learner, make_policy, sample_meta_batch  # noqa: E402
 from metarl.trpo import conjugate_gradient, flatten  # noqa: E402
 
 
 def compare_fractions(run_dir: str, fractions: list[float]) -> dict:
+    bad = [f for f in fractions if not 0.0 < f <= 1.0]
+    if bad or not fractions:
+        raise UserError(f"--fractions: each fraction must be in (0, 1], got {bad[0] if bad else 'none'}")
     config, state = load_run(run_dir)
     torch.set_num_threads(config.num_threads)
     env = make_env(config, config.meta_batch_size, config.episodes_per_task)
@@ -49,43 +53,58 @@ def compare_fractions(run_dir: str, fractions: list[float]) -> dict:
     g = flatten(full.vjp(torch.func.grad(surrogate)(full.dist)))
     full_metric = learner.fisher_vector_product(full, valid.mask, params)
 
-    rows, best = [], None
-    for fraction in fractions:
-        sub_train = [subsample_tasks(e, fraction) for e in train]
+    def row(fraction: float) -> dict:
         sub_valid = subsample_tasks(valid, fraction)
-        lin = learner.linearize(params, sub_train, sub_valid, lrs)
-        metric = learner.fisher_vector_product(lin, sub_valid.mask, params)
+        if sub_valid is valid:  # every task: the full metric itself
+            metric = full_metric
+        else:
+            lin = learner.linearize(params, [subsample_tasks(e, fraction) for e in train], sub_valid, lrs)
+            metric = learner.fisher_vector_product(lin, sub_valid.mask, params)
         start = time.perf_counter()
         x, hx = conjugate_gradient(metric, g, learner.cg_iters)
         cg_s = time.perf_counter() - start
         true_curvature = x.dot(full_metric(x)).item()
-        gain = g.dot(x).item() / true_curvature**0.5
-        if fraction == 1.0:
-            best = gain
-        rows.append({"fraction": fraction, "tasks": sub_valid.num_tasks, "gain": gain,
-                     "kl_ratio": x.dot(hx).item() / true_curvature, "cg_s": cg_s})
-    reference = best if best is not None else max(r["gain"] for r in rows)
-    for row in rows:
-        row["quality"] = row.pop("gain") / reference
+        return {"fraction": fraction, "tasks": sub_valid.num_tasks, "gain": g.dot(x).item() / true_curvature**0.5,
+                "kl_ratio": x.dot(hx).item() / true_curvature, "cg_s": cg_s}
+
+    rows = [row(f) for f in fractions]
+    reference = next((r["gain"] for r in rows if r["tasks"] == valid.num_tasks), None)
+    if reference is None:  # the full metric's direction is the yardstick even when not asked for
+        reference = row(1.0)["gain"]
+    for r in rows:
+        r["quality"] = r.pop("gain") / reference
     return {"run": str(run_dir), "env": config.env, "iteration": iteration, "tasks": valid.num_tasks, "rows": rows}
 
 
-def main() -> None:
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(f) for f in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a metarl train run directory (or a paper row's directory)")
-    parser.add_argument("--fractions", default="1,0.5,0.25", help="comma-separated fisher_subsample values")
+    parser.add_argument("--fractions", type=_fractions, default=[1.0, 0.5, 0.25],
+                        help="comma-separated fisher_subsample values (default 1,0.5,0.25)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     keep_freed_memory()
-    result = compare_fractions(args.run_dir, [float(f) for f in args.fractions.split(",")])
+    try:
+        result = compare_fractions(args.run_dir, args.fractions)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result))
-        return
+        return 0
     print(f"{result['env']} at iteration {result['iteration']} ({result['tasks']} tasks)")
     print(f"{'fraction':>8}  {'tasks':>5}  {'quality':>7}  {'kl_ratio':>8}  {'cg_s':>6}")
     for r in result["rows"]:
         print(f"{r['fraction']:>8g}  {r['tasks']:>5}  {r['quality']:>7.3f}  {r['kl_ratio']:>8.3f}  {r['cg_s']:>6.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -159,3 +159,8 @@ def test_fisher_subsample_experiment_scores_directions_under_the_full_metric(run
     # at fraction 1 the predicted KL (from conjugate gradient's residual) is the full metric's own
     assert full["kl_ratio"] == pytest.approx(1.0, rel=1e-3)
     assert half["quality"] > 0 and half["kl_ratio"] > 0
+    # without fraction 1 in the list the full metric is still the yardstick
+    alone = fisher.compare_fractions(str(runs["maml"]), [0.5])["rows"][0]
+    assert alone["quality"] == pytest.approx(half["quality"], rel=1e-5)
+    assert fisher.main([str(runs["maml"]), "--fractions", "0.5,2"]) == 2
+    assert "must be in (0, 1], got 2.0" in capsys.readouterr().err
