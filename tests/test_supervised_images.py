@@ -14,14 +14,17 @@ from metarl.config import load_config
 from metarl.errors import UserError
 from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.images import (
+    affine_images,
     base_name,
     check_disjoint,
+    random_affine,
     read_image_folders,
     read_omniglot,
     sample_image_tasks,
+    with_mirrors,
     with_rotations,
 )
-from metarl.supervised.problems import load_image_splits
+from metarl.supervised.problems import image_problem, load_image_splits
 
 SIDE = 35  # generated "Omniglot" images: 1-bit, white background, one black square per character
 
@@ -95,6 +98,77 @@ def test_rotations_are_extra_classes():
     corners = [tuple(torch.nonzero(img[0, 0]).tolist()[0]) for img in rotated.images]
     assert corners == [(0, 0), (3, 0), (3, 3), (0, 3)]
     assert [base_name(n) for n in rotated.names] == ["a"] * 4
+
+
+def test_mirrors_then_rotations_are_extra_classes_of_the_same_character(omniglot):
+    x = torch.zeros(2, 1, 4, 4)
+    x[:, 0, 0, 0] = 1.0
+    mirrored = with_rotations(with_mirrors(read_free_classes(x)))
+    assert mirrored.names[:4] == ["a", "a/mirror", "a/rot90", "a/mirror/rot90"]
+    assert tuple(torch.nonzero(mirrored.images[1][0, 0]).tolist()[0]) == (0, 3)  # left-right flip
+    assert {base_name(n) for n in mirrored.names} == {"a"} and len(mirrored) == 8
+    one_zip, two_zip, _ = omniglot
+    config = SupervisedConfig(task="omniglot", train_data=[str(one_zip)], test_data=[str(two_zip)],
+                              test_alphabets=["Tagalog", "Sanskrit"], image_size=10, mirrors=True)
+    train, test = load_image_splits(config)
+    assert len(train) == 8 * 7 and len(test) == 5  # the test split is never mirrored or rotated
+    with pytest.raises(UserError, match="in both"):
+        check_disjoint(train, with_mirrors(read_omniglot([two_zip], ["Greek"], 10)))
+
+
+def test_affine_images_rotate_and_shift_like_exact_pixel_moves():
+    x = torch.rand(3, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    ones, zeros = torch.ones(3), torch.zeros(3)
+    torch.testing.assert_close(affine_images(x, zeros, ones, zeros, zeros), x, atol=1e-6, rtol=0)
+    # a quarter turn counter-clockwise is torch.rot90's, a half turn its k=2
+    torch.testing.assert_close(affine_images(x, ones * torch.pi / 2, ones, zeros, zeros),
+                               torch.rot90(x, 1, dims=(-2, -1)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(affine_images(x, ones * torch.pi, ones, zeros, zeros),
+                               torch.rot90(x, 2, dims=(-2, -1)), atol=1e-5, rtol=0)
+    # one pixel right and two down; the uncovered edge is 0
+    moved = affine_images(x, zeros, ones, ones, 2 * ones)
+    torch.testing.assert_close(moved[..., 2:, 1:], x[..., :-2, :-1], atol=1e-6, rtol=0)
+    assert moved[..., :2, :].abs().max() < 1e-6 and moved[..., :, 0].abs().max() < 1e-6
+    # a 2x zoom puts the centre 2x2 block (pixel centres at +-0.5) onto the centre 4x4 with interpolation
+    zoomed = affine_images(x, zeros, 2 * ones, zeros, zeros)
+    torch.testing.assert_close(zoomed[..., 2, 2], 0.75 * (0.75 * x[..., 2, 2] + 0.25 * x[..., 2, 3])
+                               + 0.25 * (0.75 * x[..., 3, 2] + 0.25 * x[..., 3, 3]), atol=1e-5, rtol=0)
+
+
+def test_random_affine_is_seeded_bounded_and_off_at_zero():
+    x = torch.zeros(4, 5, 1, 9, 9)
+    x[..., 4, 4] = 1.0  # one bright centre pixel per image
+    assert random_affine(x, torch.Generator(), 0.0, 0.0, 0.0) is x
+    a = random_affine(x, torch.Generator().manual_seed(1), 10.0, 2.0, 0.1)
+    b = random_affine(x, torch.Generator().manual_seed(1), 10.0, 2.0, 0.1)
+    assert a.shape == x.shape and torch.equal(a, b)
+    flat = a.reshape(20, 9, 9)
+    assert len({tuple(img.flatten().tolist()) for img in flat}) == 20  # each image its own map
+    rows, cols = torch.arange(9.0).view(9, 1), torch.arange(9.0).view(1, 9)
+    mass = flat.sum((1, 2))
+    centre_r, centre_c = (flat * rows).sum((1, 2)) / mass, (flat * cols).sum((1, 2)) / mass
+    # rotation and zoom act about the centre, so the pixel moves only by the shift (<= 2 per axis)
+    assert (centre_r - 4).abs().max() <= 2.01 and (centre_c - 4).abs().max() <= 2.01
+    assert (centre_r - 4).abs().max() > 0.5  # and it does move
+
+
+def test_augmentation_changes_training_draws_only(omniglot):
+    one_zip, two_zip, _ = omniglot
+    base = dict(task="omniglot", train_data=[str(one_zip)], test_data=[str(two_zip)],
+                test_alphabets=["Tagalog", "Sanskrit"], image_size=10, ways=3, shots=1, query=1, eval_query=2)
+    plain = image_problem(SupervisedConfig(**base))
+    augmented = image_problem(SupervisedConfig(**base, augment_rotation=15, augment_shift=2, augment_scale=0.1))
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    p, a = plain.sample_train(4, g()), augmented.sample_train(4, g())
+    # the same tasks and labels (augmentation draws after the tasks), other pixels
+    assert torch.equal(p.support_y, a.support_y) and not torch.allclose(p.support_x, a.support_x)
+    assert a.query_x.shape == p.query_x.shape and 0 <= a.query_x.min() and a.query_x.max() <= 1 + 1e-6
+    test_p, test_a = plain.sample_test(4, g(), 1), augmented.sample_test(4, g(), 1)
+    assert torch.equal(test_p.support_x, test_a.support_x) and torch.equal(test_p.query_x, test_a.query_x)
+    with pytest.raises(UserError, match="'augment_scale' must be in \\[0, 1\\), got 1.5"):
+        SupervisedConfig(**base, augment_scale=1.5).validate()
+    with pytest.raises(UserError, match="apply to image tasks only"):
+        SupervisedConfig(mirrors=True).validate()
 
 
 def read_free_classes(x):

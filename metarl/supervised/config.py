@@ -50,6 +50,11 @@ class SupervisedConfig:
     train_alphabets: list[str] = field(default_factory=list)
     test_alphabets: list[str] = field(default_factory=list)
     rotations: bool = True
+    # training only: mirrored classes (before rotations), and a random affine map per image per draw
+    mirrors: bool = False
+    augment_rotation: float = 0.0  # degrees, uniform in [-r, r]
+    augment_shift: float = 0.0  # pixels per axis, uniform in [-s, s]
+    augment_scale: float = 0.0  # zoom factor uniform in [1 - s, 1 + s]
     image_size: int = 28
     grayscale: bool = False
     # batching over tasks: torch.func.vmap (pays for small MLPs) or a Python loop (faster for convs on CPU)
@@ -75,6 +80,11 @@ class SupervisedConfig:
         for name in ("meta_lr", "inner_lr"):
             if not getattr(self, name) > 0:
                 raise UserError(f"config key {name!r} must be positive, got {getattr(self, name)}")
+        for name in ("augment_rotation", "augment_shift"):
+            if not getattr(self, name) >= 0:
+                raise UserError(f"config key {name!r} must be at least 0, got {getattr(self, name)}")
+        if not 0 <= self.augment_scale < 1:
+            raise UserError(f"config key 'augment_scale' must be in [0, 1), got {self.augment_scale}")
         if self.eval_inner_lr is not None and not self.eval_inner_lr > 0:
             raise UserError(f"config key 'eval_inner_lr' must be positive, got {self.eval_inner_lr}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
@@ -83,6 +93,8 @@ class SupervisedConfig:
             for name in ("train_data", "test_data"):
                 if not getattr(self, name):
                     raise UserError(f"config key {name!r} must list at least one folder or zip for task {self.task!r}")
+        if self.task == "sinusoid" and (self.mirrors or self.augment_rotation or self.augment_shift or self.augment_scale):
+            raise UserError("config keys 'mirrors' and 'augment_*' apply to image tasks only")
         if self.task != "omniglot" and (self.train_alphabets or self.test_alphabets):
             raise UserError("config keys 'train_alphabets' / 'test_alphabets' apply to task 'omniglot' only")
 

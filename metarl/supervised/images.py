@@ -11,6 +11,7 @@ both is read once).
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
@@ -33,7 +35,8 @@ class ImageClasses:
     """Named classes of equally sized images: ``images[i] [n_i, C, H, W]`` float32 in [0, 1].
 
     ``names[i]`` is ``"<alphabet>/<character>"`` (Omniglot) or ``"<class>"``, with a
-    ``"/rot90"``-style suffix for rotated copies; :func:`base_name` strips it.
+    ``"/mirror"`` suffix for mirrored copies and a ``"/rot90"``-style one for rotated
+    copies; :func:`base_name` strips them.
     """
 
     names: list[str]
@@ -44,9 +47,11 @@ class ImageClasses:
 
 
 def base_name(name: str) -> str:
-    """The character or class a (possibly rotated) class name came from."""
+    """The character or class a (possibly mirrored and rotated) class name came from."""
     head, _, tail = name.rpartition("/")
-    return head if tail.startswith("rot") and tail[3:].isdigit() else name
+    if head and (tail == "mirror" or (tail.startswith("rot") and tail[3:].isdigit())):
+        return base_name(head)
+    return name
 
 
 def _image_files(source: Path) -> Iterator[tuple[tuple[str, ...], Callable[[], bytes], str]]:
@@ -148,6 +153,46 @@ def with_rotations(classes: ImageClasses) -> ImageClasses:
             names.append(f"{name}/rot{degrees}")
             images.append(torch.rot90(x, k=degrees // 90, dims=(-2, -1)))
     return ImageClasses(names, images)
+
+
+def with_mirrors(classes: ImageClasses) -> ImageClasses:
+    """Add each class mirrored left to right as a new class (a mirrored character is another character)."""
+    return ImageClasses(
+        [*classes.names, *(f"{n}/mirror" for n in classes.names)],
+        [*classes.images, *(torch.flip(x, dims=(-1,)) for x in classes.images)],
+    )
+
+
+def affine_images(x: Tensor, angle: Tensor, scale: Tensor, shift_x: Tensor, shift_y: Tensor) -> Tensor:
+    """Rotate, scale and shift each image of ``x [B, C, H, W]`` about its centre (bilinear; uncovered
+    pixels are 0, Omniglot's background after inversion, as torchvision fills them).
+
+    Per image: ``angle`` in radians (counter-clockwise, as :func:`torch.rot90`), ``scale`` a
+    zoom factor (> 1 enlarges), ``shift_x`` / ``shift_y`` in pixels (right / down); all ``[B]``.
+    """
+    _, _, height, width = x.shape
+    # affine_grid maps each output location to the input location it reads, in [-1, 1] units:
+    # the inverse transform, so the rotation angle and the zoom enter inverted.
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    tx, ty = -2 * shift_x / width, -2 * shift_y / height
+    row_x = torch.stack([cos, -sin, cos * tx - sin * ty], -1)
+    row_y = torch.stack([sin, cos, sin * tx + cos * ty], -1)
+    grid = F.affine_grid(torch.stack([row_x, row_y], -2), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_affine(x: Tensor, generator: torch.Generator, rotation: float, shift: float, scale: float) -> Tensor:
+    """Each image of ``x [..., C, H, W]`` under its own random affine map, uniform within the bounds.
+
+    ``rotation`` in degrees, ``shift`` in pixels (each axis), ``scale`` a relative zoom
+    (factor in [1 - scale, 1 + scale]). All zero returns ``x`` itself.
+    """
+    if rotation == shift == scale == 0:
+        return x
+    flat = x.reshape(-1, *x.shape[-3:])
+    u = torch.rand(4, len(flat), generator=generator) * 2 - 1
+    out = affine_images(flat, u[0] * math.radians(rotation), 1 + u[1] * scale, u[2] * shift, u[3] * shift)
+    return out.reshape(x.shape)
 
 
 def check_disjoint(train: ImageClasses, test: ImageClasses) -> None:

@@ -19,9 +19,11 @@ from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.images import (
     ImageClasses,
     check_disjoint,
+    random_affine,
     read_image_folders,
     read_omniglot,
     sample_image_tasks,
+    with_mirrors,
     with_rotations,
 )
 from metarl.supervised.nets import convnet_forward, init_convnet, init_mlp, mlp_forward
@@ -76,7 +78,8 @@ def sinusoid_problem(config: SupervisedConfig) -> Problem:
 
 
 def load_image_splits(config: SupervisedConfig) -> tuple[ImageClasses, ImageClasses]:
-    """The train classes (with rotated copies if ``rotations``) and the test classes, checked disjoint."""
+    """The train classes (with mirrored / rotated copies if ``mirrors`` / ``rotations``) and the test
+    classes, checked disjoint."""
     if config.task == "omniglot":
         train = read_omniglot(config.train_data, config.train_alphabets, config.image_size)
         test = read_omniglot(config.test_data, config.test_alphabets, config.image_size)
@@ -84,6 +87,8 @@ def load_image_splits(config: SupervisedConfig) -> tuple[ImageClasses, ImageClas
         train = read_image_folders(config.train_data, config.image_size, config.grayscale)
         test = read_image_folders(config.test_data, config.image_size, config.grayscale)
     check_disjoint(train, test)
+    if config.mirrors:
+        train = with_mirrors(train)
     return (with_rotations(train) if config.rotations else train), test
 
 
@@ -95,10 +100,19 @@ def image_problem(config: SupervisedConfig) -> Problem:
     flat_x = torch.cat(train.images)
     flat_y = torch.cat([torch.full((len(x),), i) for i, x in enumerate(train.images)])
 
+    def augment(x: Tensor, generator: torch.Generator) -> Tensor:
+        # training draws only: held-out tasks are always scored on the images as read
+        return random_affine(x, generator, config.augment_rotation, config.augment_shift, config.augment_scale)
+
+    def sample_train(n: int, generator: torch.Generator) -> TaskBatch:
+        tasks = sample_image_tasks(train, n, config.ways, config.shots, config.query, generator)
+        return TaskBatch(augment(tasks.support_x, generator), tasks.support_y,
+                         augment(tasks.query_x, generator), tasks.query_y)
+
     def joint(generator: torch.Generator) -> tuple[Tensor, Tensor]:
         n = config.meta_batch_size * config.ways * (config.shots + config.query)
         idx = torch.randint(len(flat_x), (n,), generator=generator)
-        return flat_x[idx], flat_y[idx]
+        return augment(flat_x[idx], generator), flat_y[idx]
 
     def test_params(params: Params) -> Params:
         if not pretrain:
@@ -117,7 +131,7 @@ def image_problem(config: SupervisedConfig) -> Problem:
         loss_fn=cross_entropy_loss,
         metric_fn=accuracy,
         metric="accuracy",
-        sample_train=lambda n, g: sample_image_tasks(train, n, config.ways, config.shots, config.query, g),
+        sample_train=sample_train,
         sample_test=lambda n, g, shots: sample_image_tasks(test, n, config.ways, shots, config.eval_query, g),
         init_params=lambda g: init_convnet(channels, config.image_size, num_outputs, g, filters=config.filters),
         joint_batch=joint,
