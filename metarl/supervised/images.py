@@ -145,22 +145,25 @@ def read_image_folders(
     return _read_classes(sources, 1, image_size, grayscale, False, lambda key: True, "<class>/<image>")
 
 
+def _with_copies(classes: ImageClasses, copies: Sequence[tuple[str, Callable[[Tensor], Tensor]]]) -> ImageClasses:
+    """``classes``, then for each ``(suffix, transform)`` every class transformed, named ``<name>/<suffix>``."""
+    names, images = list(classes.names), list(classes.images)
+    for suffix, transform in copies:
+        names += [f"{name}/{suffix}" for name in classes.names]
+        images += [transform(x) for x in classes.images]
+    return ImageClasses(names, images)
+
+
 def with_rotations(classes: ImageClasses) -> ImageClasses:
     """Add each class rotated by 90, 180 and 270 degrees as three new classes."""
-    names, images = list(classes.names), list(classes.images)
-    for degrees in ROTATIONS:
-        for name, x in zip(classes.names, classes.images):
-            names.append(f"{name}/rot{degrees}")
-            images.append(torch.rot90(x, k=degrees // 90, dims=(-2, -1)))
-    return ImageClasses(names, images)
+    return _with_copies(
+        classes, [(f"rot{d}", lambda x, k=d // 90: torch.rot90(x, k=k, dims=(-2, -1))) for d in ROTATIONS]
+    )
 
 
 def with_mirrors(classes: ImageClasses) -> ImageClasses:
     """Add each class mirrored left to right as a new class (a mirrored character is another character)."""
-    return ImageClasses(
-        [*classes.names, *(f"{n}/mirror" for n in classes.names)],
-        [*classes.images, *(torch.flip(x, dims=(-1,)) for x in classes.images)],
-    )
+    return _with_copies(classes, [("mirror", lambda x: torch.flip(x, dims=(-1,)))])
 
 
 def affine_images(x: Tensor, angle: Tensor, scale: Tensor, shift_x: Tensor, shift_y: Tensor) -> Tensor:
