@@ -139,12 +139,17 @@ def dump_toml(values: dict[str, Any]) -> str:
     return "".join(f"{k} = {fmt(v)}\n" for k, v in values.items() if v is not None)
 
 
+# Keys a resumed run may change: the length of the run, and thread counts, which set speed only
+# (another count may round float sums differently, but it is the same experiment).
+RESUME_MAY_CHANGE = ("iterations", "num_threads", "threads")
+
+
 def check_resumable(config: Any, saved: Any) -> None:
-    """A UserError naming the first key (other than ``iterations``) where ``config`` differs from the
-    run's ``saved`` config: a resumed run must continue the same experiment."""
+    """A UserError naming the first key (other than those in ``RESUME_MAY_CHANGE``) where ``config``
+    differs from the run's ``saved`` config: a resumed run must continue the same experiment."""
     ours, theirs = config_to_dict(config), config_to_dict(saved)
-    differing = [k for k in ours if k != "iterations" and ours[k] != theirs.get(k)]
+    differing = [k for k in ours if k not in RESUME_MAY_CHANGE and ours[k] != theirs.get(k)]
     if differing:
         key = differing[0]
         raise UserError(f"--resume: config key {key!r} differs from the run's saved config "
-                        f"({ours[key]!r} vs {theirs.get(key)!r}); only 'iterations' may change")
+                        f"({ours[key]!r} vs {theirs.get(key)!r}); only the iteration and thread counts may change")

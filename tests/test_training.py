@@ -73,6 +73,10 @@ def test_existing_run_is_not_overwritten_and_resume_rejects_changed_config(tmp_p
     with pytest.raises(UserError, match="'inner_lr' differs"):
         train(tiny(2, "inner_lr=0.1"), run, resume=True, progress=False)
     assert (run / CHECKPOINT).read_bytes() == before
+    # a thread count sets speed, not the experiment: it may change, and the run records the new one
+    train(tiny(2, "num_threads=2"), run, resume=True, progress=False)
+    assert load_checkpoint(run / CHECKPOINT)["iteration"] == 2
+    assert "num_threads = 2" in (run / "config.toml").read_text()
 
 
 def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):

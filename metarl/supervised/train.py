@@ -4,7 +4,7 @@ A run folder holds ``config.toml`` (the full config), ``checkpoint.pt`` (paramet
 config, iteration, training seconds, the Adam state and the task sampler's random state;
 see :mod:`metarl.checkpoint`) and ``log.jsonl`` (one line per ``log_every`` iterations:
 mean training loss since the last line). ``resume`` continues a run from its checkpoint
-exactly as if it had not stopped (only ``iterations`` may change).
+exactly as if it had not stopped (only ``iterations`` and ``threads`` may change).
 """
 
 from __future__ import annotations
