@@ -13,7 +13,9 @@ import fcntl
 import json
 import os
 import pickle
+import signal
 import tempfile
+import threading
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,7 +74,11 @@ LOCK = ".lock"
 def exclusive_run(run_dir: str | Path) -> Iterator[None]:
     """Hold the run directory for one training process: a second one gets a UserError instead of
     interleaving its checkpoints and log rows with the first's (an OS lock, released when the
-    process ends however it ends; the lock file is removed on a normal exit)."""
+    process ends however it ends; the lock file is removed on a normal exit).
+
+    While held, SIGTERM (``kill``, a job scheduler) raises KeyboardInterrupt like Ctrl-C, so a
+    stopped training saves its last completed iteration and removes the lock file.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     handle = open(run_dir / LOCK, "w")
@@ -81,8 +87,16 @@ def exclusive_run(run_dir: str | Path) -> Iterator[None]:
     except BlockingIOError:
         handle.close()
         raise UserError(f"run directory {run_dir} is being trained by another process; wait for it or stop it first") from None
+    main_thread = threading.current_thread() is threading.main_thread()  # handlers can only be set there
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
         yield
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         (run_dir / LOCK).unlink(missing_ok=True)
         handle.close()
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import math
 import resource
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -170,20 +168,6 @@ def load_run(run_dir: str | Path, paper_row: bool = True) -> tuple[TrainConfig, 
     return config, state
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C, so a killed job also saves before exiting."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def sample_meta_batch(config: TrainConfig, env, policy, learner: MAMLTRPO, params: dict[str, Tensor],
                       iteration: int) -> tuple[list[Episodes], Episodes, list[float]]:
     """The episodes of meta-iteration ``iteration`` (0-based): (train episodes per inner step, post-adaptation
@@ -283,21 +267,20 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
     bar = tqdm(range(start, end), initial=start, total=end, disable=not progress,
                desc="meta-train", unit="it", dynamic_ncols=True)
     try:
-        with _sigterm_as_interrupt():
-            for it in bar:
-                params, row = meta_iteration(config, env, policy, learner, params, it)
-                completed = it + 1
-                if row.get("nan"):
-                    tqdm.write(f"iteration {completed}: NaN in the meta-update, step rejected")
-                metrics.write(json.dumps(row) + "\n")
-                metrics.flush()
-                for key, value in row.items():
-                    if key != "iteration":
-                        writer.add_scalar(key, value, completed)
-                bar.set_postfix(pre=f"{row['return_pre']:.1f}", post=f"{row['return_post']:.1f}",
-                                kl=f"{row.get('kl', float('nan')):.4f}")
-                if completed % config.checkpoint_every == 0 or completed == end:
-                    save(completed)
+        for it in bar:
+            params, row = meta_iteration(config, env, policy, learner, params, it)
+            completed = it + 1
+            if row.get("nan"):
+                tqdm.write(f"iteration {completed}: NaN in the meta-update, step rejected")
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
+            for key, value in row.items():
+                if key != "iteration":
+                    writer.add_scalar(key, value, completed)
+            bar.set_postfix(pre=f"{row['return_pre']:.1f}", post=f"{row['return_post']:.1f}",
+                            kl=f"{row.get('kl', float('nan')):.4f}")
+            if completed % config.checkpoint_every == 0 or completed == end:
+                save(completed)
     except KeyboardInterrupt:
         save(completed)
         bar.close()

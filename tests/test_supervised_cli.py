@@ -120,6 +120,32 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path, capsys):
     assert "meta_batch_size" in capsys.readouterr().err
 
 
+def test_sigterm_saves_the_last_completed_iteration_and_frees_the_run(tmp_path, monkeypatch):
+    # a training stopped with kill (SIGTERM) must save like Ctrl-C and leave no lock file behind
+    import os
+    import signal
+
+    import metarl.supervised.train as train_module
+
+    real, calls = train_module.maml_meta_gradient, {"n": 0}
+
+    def killed(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "maml_meta_gradient", killed)
+    config = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=6", "checkpoint_every=100"])
+    handler_before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", progress=False)
+    _, state = load_run(tmp_path / "run")
+    assert 2 <= state["iteration"] <= 3  # the signal lands during iteration 3's computation or just after it
+    assert not (tmp_path / "run" / ".lock").exists()
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+
+
 def test_interrupt_saves_the_last_completed_iteration_and_resume_matches(tmp_path, monkeypatch):
     import metarl.supervised.train as train_module
 
