@@ -144,11 +144,13 @@ def dump_toml(values: dict[str, Any]) -> str:
 RESUME_MAY_CHANGE = ("iterations", "num_threads", "threads")
 
 
-def check_resumable(config: Any, saved: Any) -> None:
-    """A UserError naming the first key (other than those in ``RESUME_MAY_CHANGE``) where ``config``
-    differs from the run's ``saved`` config: a resumed run must continue the same experiment."""
+def check_resumable(config: Any, saved: Any, also_may_change: tuple[str, ...] = ()) -> None:
+    """A UserError naming the first key (other than those in ``RESUME_MAY_CHANGE`` and
+    ``also_may_change``, which the caller checks itself) where ``config`` differs from the run's
+    ``saved`` config: a resumed run must continue the same experiment."""
     ours, theirs = config_to_dict(config), config_to_dict(saved)
-    differing = [k for k in ours if k not in RESUME_MAY_CHANGE and ours[k] != theirs.get(k)]
+    exempt = RESUME_MAY_CHANGE + tuple(also_may_change)
+    differing = [k for k in ours if k not in exempt and ours[k] != theirs.get(k)]
     if differing:
         key = differing[0]
         raise UserError(f"--resume: config key {key!r} differs from the run's saved config "

@@ -7,6 +7,7 @@ import torch
 
 from metarl.cli import main
 from metarl.config import load_config
+from metarl.errors import UserError
 from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.evaluate import evaluate, load_run
 from metarl.supervised.train import train
@@ -169,3 +170,29 @@ def test_interrupt_saves_the_last_completed_iteration_and_resume_matches(tmp_pat
     resumed = train(config, tmp_path / "b", progress=False, resume=True)
     for k in straight:
         assert torch.equal(resumed[k], straight[k]), k
+
+
+def test_meta_lr_decay_added_on_resume_matches_a_run_with_that_schedule(tmp_path):
+    # a step decay added after the saved iteration changes nothing already trained, so resuming with it
+    # must end where one run with the schedule from the start ends; a decay in the past is refused
+    schedule = ["meta_lr_milestones=[5]", "meta_lr_decay=0.1"]
+    straight = train(load_config(SupervisedConfig, None, TINY[1:] + ["iterations=8"] + schedule), tmp_path / "a",
+                     progress=False)
+    plain = train(load_config(SupervisedConfig, None, TINY[1:] + ["iterations=8"]), tmp_path / "c", progress=False)
+    assert not all(torch.equal(straight[k], plain[k]) for k in straight)  # the decay does act
+    train(load_config(SupervisedConfig, None, TINY[1:] + ["iterations=5"]), tmp_path / "b", progress=False)
+    resumed = train(load_config(SupervisedConfig, None, TINY[1:] + ["iterations=8"] + schedule), tmp_path / "b",
+                    progress=False, resume=True)
+    for k in straight:
+        assert torch.equal(resumed[k], straight[k]), k
+    late = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=10", "meta_lr_milestones=[3]"])
+    with pytest.raises(UserError, match="meta_lr schedule .* iteration 4"):
+        train(late, tmp_path / "b", progress=False, resume=True)
+
+
+def test_meta_lr_schedule_factor_and_bad_milestones():
+    config = load_config(SupervisedConfig, None, ["meta_lr_milestones=[10, 20]", "meta_lr_decay=0.5"])
+    assert [config.meta_lr_factor(i) for i in (1, 10, 11, 20, 21)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    for bad in ("meta_lr_milestones=[20, 10]", "meta_lr_milestones=[0]", "meta_lr_decay=0"):
+        with pytest.raises(UserError, match="meta_lr_"):
+            load_config(SupervisedConfig, None, [bad])

@@ -20,6 +20,9 @@ class SupervisedConfig:
     ``meta_lr`` decayed linearly to 0), or ``pretrain`` (one network trained on all
     training tasks jointly with Adam; fine-tuned at test time like the others).
     ``shots`` / ``query``: support / query examples per class (per task for sinusoid).
+    ``meta_lr_milestones`` / ``meta_lr_decay``: the meta step size is multiplied by
+    ``meta_lr_decay`` for every milestone iteration already completed (a step schedule, as
+    torch's MultiStepLR); a resumed run may add milestones after its saved iteration.
     Data paths are relative to the working directory.
     """
 
@@ -30,6 +33,8 @@ class SupervisedConfig:
     iterations: int = 70000
     meta_batch_size: int = 25
     meta_lr: float = 0.001
+    meta_lr_milestones: list[int] = field(default_factory=list)
+    meta_lr_decay: float = 0.1
     inner_lr: float = 0.01
     inner_steps: int = 1
     ways: int = 5
@@ -80,6 +85,11 @@ class SupervisedConfig:
         for name in ("meta_lr", "inner_lr"):
             if not getattr(self, name) > 0:
                 raise UserError(f"config key {name!r} must be positive, got {getattr(self, name)}")
+        if not 0 < self.meta_lr_decay <= 1:
+            raise UserError(f"config key 'meta_lr_decay' must be in (0, 1], got {self.meta_lr_decay}")
+        milestones = self.meta_lr_milestones
+        if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+            raise UserError(f"config key 'meta_lr_milestones' must list increasing positive iterations, got {milestones}")
         for name in ("augment_rotation", "augment_shift"):
             if not getattr(self, name) >= 0:
                 raise UserError(f"config key {name!r} must be at least 0, got {getattr(self, name)}")
@@ -97,6 +107,10 @@ class SupervisedConfig:
             raise UserError("config keys 'mirrors' and 'augment_*' apply to image tasks only")
         if self.task != "omniglot" and (self.train_alphabets or self.test_alphabets):
             raise UserError("config keys 'train_alphabets' / 'test_alphabets' apply to task 'omniglot' only")
+
+    def meta_lr_factor(self, iteration: int) -> float:
+        """The step schedule's factor for ``iteration`` (1-based): ``meta_lr_decay`` per milestone before it."""
+        return self.meta_lr_decay ** sum(iteration > m for m in self.meta_lr_milestones)
 
     @property
     def test_inner_lr(self) -> float:

@@ -4,7 +4,8 @@ A run folder holds ``config.toml`` (the full config), ``checkpoint.pt`` (paramet
 config, iteration, training seconds, the Adam state and the task sampler's random state;
 see :mod:`metarl.checkpoint`) and ``log.jsonl`` (one line per ``log_every`` iterations:
 mean training loss since the last line). ``resume`` continues a run from its checkpoint
-exactly as if it had not stopped (only ``iterations`` and ``threads`` may change).
+exactly as if it had not stopped (only ``iterations`` and ``threads`` may change, and the meta step
+size schedule where the iterations already trained would not see the change).
 """
 
 from __future__ import annotations
@@ -50,7 +51,16 @@ def _save(out_dir: Path, params: Params, config: SupervisedConfig, iteration: in
 def _resume_state(config: SupervisedConfig, out_dir: Path) -> dict:
     """The checkpoint of ``out_dir`` after checking that it was trained with ``config`` (but ``iterations``)."""
     state = load_checkpoint(out_dir / CHECKPOINT)
-    check_resumable(config, build_config(SupervisedConfig, state.get("config", {}), str(out_dir / CHECKPOINT)))
+    saved = build_config(SupervisedConfig, state.get("config", {}), str(out_dir / CHECKPOINT))
+    schedule = ("meta_lr_milestones", "meta_lr_decay")
+    check_resumable(config, saved, also_may_change=schedule)
+    done = int(state["iteration"])
+    # a schedule change is allowed where it changes nothing already trained (e.g. a decay added later)
+    changed = next((i for i in range(1, done + 1) if config.meta_lr_factor(i) != saved.meta_lr_factor(i)), None)
+    if changed is not None:
+        raise UserError(f"--resume: the meta_lr schedule ({', '.join(schedule)}) differs from the run's saved config "
+                        f"at iteration {changed}, which is already trained; only milestones from iteration {done} on "
+                        "may be added")
     return state
 
 
@@ -113,7 +123,7 @@ def _train(config: SupervisedConfig, problem, out_dir: Path, progress: bool, res
                 phase, draws = "compute", (generator.get_state(), torch.get_rng_state())
                 if config.algorithm == "reptile":
                     # Outer step size decays linearly to 0, as in the Reptile paper.
-                    step_size = config.meta_lr * (1 - (iteration - 1) / config.iterations)
+                    step_size = config.meta_lr * config.meta_lr_factor(iteration) * (1 - (iteration - 1) / config.iterations)
                     tasks = problem.sample_train(config.meta_batch_size, generator)
                     new_params, loss = reptile_step(
                         problem.loss_fn, params, tasks, config.inner_lr, config.inner_steps, step_size, config.vmap_tasks
@@ -133,6 +143,8 @@ def _train(config: SupervisedConfig, problem, out_dir: Path, progress: bool, res
                         grads, loss = torch.func.grad_and_value(problem.loss_fn)(params, x, y)
                     for k, p in params.items():
                         p.grad = grads[k]
+                    for group in optimizer.param_groups:
+                        group["lr"] = config.meta_lr * config.meta_lr_factor(iteration)
                     phase = "update"  # Adam changes the parameters in place: an interrupt here saves nothing
                     optimizer.step()
                     phase = "done"
