@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or kill: the training in progress saved its checkpoint
+        print("interrupted; the runs keep their last checkpoints, and the same command resumes them", file=sys.stderr)
+        return 130
     print(table.read_text())
     print(f"wrote {table}")
     return 0

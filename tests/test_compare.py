@@ -149,6 +149,19 @@ def test_paper_table_trains_compares_and_writes_the_markdown(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: --methods: unknown method reptile (known: maml, pretrained, oracle, random)"
 
 
+def test_paper_table_interrupted_exits_130_with_one_line(tmp_path, capsys, monkeypatch):
+    # a kill (SIGTERM, turned into KeyboardInterrupt where the run is held) ends with a message, no traceback
+    paper_table = load_experiment("paper_table")
+
+    def interrupted(args, command):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(paper_table, "run", interrupted)
+    assert paper_table.main(["navigation2d", "--out", str(tmp_path / "row")]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted;") and err.count("\n") == 1
+
+
 def test_fisher_subsample_experiment_scores_directions_under_the_full_metric(runs, capsys):
     fisher = load_experiment("fisher_subsample")
     result = fisher.compare_fractions(str(runs["maml"]), [1.0, 0.5])
