@@ -25,10 +25,12 @@ one big graph twice. With K inner steps ``x_{k+1} = x_k - a_k g_k(x_k)`` per tas
     J^T u = (I - a_0 H_0) ... (I - a_{K-1} H_{K-1}) J_f^T u
 
 where H_k is task i's inner-loss Hessian at x_k (symmetric, so it serves both ways) and
-J_f the Jacobian of the policy's distribution at the adapted parameters. Each map is a
-``torch.func.vjp`` taken once per meta-update, with one parameter copy per task so that
-one reverse pass gives every task's own ``H_k w_i``; ``J_f w`` is the vjp of the
-(linear) ``u -> J_f^T u``. A conjugate-gradient iteration then costs 2K inner
+J_f the Jacobian of the policy's distribution at the adapted parameters. Each map is built
+once per meta-update, with one parameter copy per task so that one pass gives every task's
+own ``H_k w_i``. Both H_k and J_f are products by the hand-written passes of
+:mod:`metarl.curvature`, which cache what is fixed at theta (activations and their derivatives,
+backward signals) instead of replaying autograd's double backward each time. A
+conjugate-gradient iteration then costs 2K inner
 Hessian-vector products and one forward/backward pair of the policy, and no graph is
 rebuilt. The meta-gradient is ``J^T dS/d(dist)`` from the same maps. With
 ``first_order`` the adaptation counts as ``theta'_i = theta + const_i`` (every H_k is
@@ -47,6 +49,7 @@ from torch.func import grad_and_value, vjp, vmap
 
 from metarl.adaptation import gradient_step
 from metarl.baselines import LinearFeatureBaseline
+from metarl.curvature import InnerLossHessian, PolicyJacobian
 from metarl.episodes import Episodes, discounted_returns, gae, masked_mean, normalize_per_task
 from metarl.policies import Params, Policy
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten, unflatten
@@ -197,6 +200,14 @@ class MAMLTRPO:
         """One task's VPG loss, mask-weighted mean of -log pi(a|s) * A over its [T, E] steps (a scalar)."""
         return -masked_mean(self.policy.log_prob(params, obs, actions) * advantages, mask)
 
+    def inner_hessian(self, params: Params, episodes: Episodes) -> InnerLossHessian:
+        """``w -> H_i w_i``: each task's :meth:`inner_loss` Hessian on its episodes at ``params`` (task axis)."""
+        obs, actions, advantages, mask = self._data(episodes)
+        tasks = obs.shape[0]
+        weights = advantages * mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0)  # as in masked_mean
+        return InnerLossHessian(self.policy, params, obs.reshape(tasks, -1, obs.shape[-1]),
+                                actions.reshape(tasks, -1, *actions.shape[3:]), weights.reshape(tasks, -1))
+
     def chunks(self, episodes: Episodes) -> list[tuple[Episodes, Tensor]]:
         """``episodes`` in groups of episodes (see ``chunk_samples``), each with its per-task weight [tasks]:
         its share of the task's taken steps, so that weighted sums of per-group masked means are the
@@ -297,8 +308,9 @@ class MAMLTRPO:
     ) -> AdaptationLinearization:
         """``adapt(params, train_episodes)``'s distributions on the valid observations, with J and J^T at params.
 
-        ``params`` have no task axis. Every inner step is taken once, as a vjp of the
-        per-task inner gradient: its ``vjp_fn`` is the per-task inner Hessian product.
+        ``params`` have no task axis. Every inner step is taken once; at each, the per-task inner
+        Hessian is cached for its products (:class:`metarl.curvature.InnerLossHessian`), and at the
+        adapted parameters the distributions' Jacobian (:class:`metarl.curvature.PolicyJacobian`).
         """
         first_order = self.first_order if first_order is None else first_order
         lrs = [self.inner_lr] * len(train_episodes) if lrs is None else [float(lr) for lr in lrs]
@@ -307,7 +319,6 @@ class MAMLTRPO:
         num_tasks = valid_episodes.num_tasks
         # one copy of theta per task: the reverse pass of a per-task function then stays per task
         x = {k: v.detach().expand(num_tasks, *v.shape) for k, v in params.items()}
-        per_task_grad = vmap(grad_and_value(self.inner_loss))
         hessian_products: list[Callable[[Params], Params]] = []
         inner_loss = None
         for episodes, lr in zip(train_episodes, lrs):
@@ -316,42 +327,38 @@ class MAMLTRPO:
             else:
                 grads, losses, products, weights = [], [], [], []
                 for chunk, weight in self.chunks(episodes):
-                    data = self._data(chunk)
-                    g, hvp_fn, loss = vjp(lambda p, data=data: per_task_grad(p, *data), x, has_aux=True)
-                    grads.append(g)
-                    losses.append(weight * loss)
-                    products.append(hvp_fn)
+                    hessian = self.inner_hessian(x, chunk)
+                    grads.append(hessian.gradient)
+                    losses.append(weight * hessian.loss)
+                    products.append(hessian)
                     weights.append(weight)
                 g, loss = _weighted_sum(grads, weights), torch.stack(losses).sum(0)
                 hessian_products.append(
-                    lambda w, products=products, weights=weights: _weighted_sum([f(w)[0] for f in products], weights))
+                    lambda w, products=products, weights=weights: _weighted_sum([f(w) for f in products], weights))
             inner_loss = loss if inner_loss is None else inner_loss
             x = {k: (x[k] - lr * g[k]).detach() for k in x}
 
         # the distributions group by group, concatenated along the episode axis (dim 2 of [tasks, T, E, k])
         groups = [chunk.observations for chunk, _ in self.chunks(valid_episodes)]
         sizes = [obs.shape[2] for obs in groups]
-        parts, dist_vjp_fns = [], []
-        for obs in groups:
-            d, fn = vjp(lambda p, obs=obs: vmap(self.policy.dist_params)(p, obs), x)
-            parts.append(d)
-            dist_vjp_fns.append(fn)
-        dist = tuple(torch.cat(pieces, dim=2) for pieces in zip(*parts))
-        dist_jvp_fns: list[Callable] = []
+        jacobians = [PolicyJacobian(self.policy, x, obs.reshape(num_tasks, -1, obs.shape[-1])) for obs in groups]
+
+        def task_step_episode(flat: tuple[Tensor, ...], episodes: int) -> tuple[Tensor, ...]:
+            return tuple(t.reshape(num_tasks, -1, episodes, t.shape[-1]) for t in flat)  # [tasks, T * E', k] -> [tasks, T, E', k]
+
+        def concat(per_group: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+            return tuple(torch.cat(pieces, dim=2) for pieces in zip(*(task_step_episode(t, e) for t, e in zip(per_group, sizes))))
+
+        dist = concat([jacobian.dist for jacobian in jacobians])
 
         def dist_vjp(u: tuple[Tensor, ...]) -> Params:
             pieces = zip(*(t.split(sizes, dim=2) for t in u))
-            grads = [fn(tuple(piece))[0] for fn, piece in zip(dist_vjp_fns, pieces)]
+            grads = [jacobian.vjp(tuple(p.reshape(num_tasks, -1, p.shape[-1]) for p in piece))
+                     for jacobian, piece in zip(jacobians, pieces)]
             return {k: sum(g[k] for g in grads) for k in grads[0]}
 
         def dist_jvp(w: Params) -> tuple[Tensor, ...]:
-            # u -> J_f^T u is linear in u, so its vjp at any u (zeros here) is w -> J_f w; built on first use
-            # because the meta-gradient needs only J^T
-            if not dist_jvp_fns:
-                for fn, d in zip(dist_vjp_fns, parts):
-                    dist_jvp_fns.append(vjp(fn, tuple(torch.zeros_like(t) for t in d))[1])
-            outs = [fn((w,))[0] for fn in dist_jvp_fns]
-            return tuple(torch.cat(pieces, dim=2) for pieces in zip(*outs))
+            return concat([jacobian.jvp(w) for jacobian in jacobians])
 
         return AdaptationLinearization(
             dist=tuple(d.detach() for d in dist),
