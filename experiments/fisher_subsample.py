@@ -45,10 +45,10 @@ def compare_fractions(run_dir: str, fractions: list[float]) -> dict:
     policy = make_policy(config, env)
     learner = make_learner(config, policy)
     params, iteration = state["params"], int(state["iteration"])
-    train, valid, lrs = sample_meta_batch(config, env, policy, learner, params, iteration)
+    train, valid, lrs, curvatures = sample_meta_batch(config, env, policy, learner, params, iteration)
     env.close()
 
-    full = learner.linearize(params, train, valid, lrs)
+    full = learner.linearize(params, train, valid, lrs, curvatures=curvatures)
     surrogate = lambda dist: learner.surrogate_and_kl(dist, full.dist, valid)[0]  # noqa: E731
     g = flatten(full.vjp(torch.func.grad(surrogate)(full.dist)))
     full_metric = learner.fisher_vector_product(full, valid.mask, params)

@@ -112,6 +112,21 @@ def _weighted_sum(terms: Sequence[Params], weights: Sequence[Tensor]) -> Params:
     return out
 
 
+@dataclass
+class InnerCurvature:
+    """One second-order inner step at task-batched parameters x: each task's inner-loss gradient and loss
+    (``gradient [tasks, ...]``, ``loss [tasks]``) and its Hessian products, over all groups of episodes."""
+
+    gradient: Params
+    loss: Tensor
+    hessians: list[InnerLossHessian]
+    weights: list[Tensor]  # per group, [tasks]: its share of each task's taken steps
+
+    def product(self, w: Params) -> Params:
+        """w [tasks, ...] -> H_i w_i per task."""
+        return _weighted_sum([hessian(w) for hessian in self.hessians], self.weights)
+
+
 class MAMLTRPO:
     """The MAML-TRPO algorithm on parameter dicts; the sampler and the loop live in ``metarl.training``.
 
@@ -207,6 +222,25 @@ class MAMLTRPO:
         weights = advantages * mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0)  # as in masked_mean
         return InnerLossHessian(self.policy, params, obs.reshape(tasks, -1, obs.shape[-1]),
                                 actions.reshape(tasks, -1, *actions.shape[3:]), weights.reshape(tasks, -1))
+
+    def inner_curvature(self, params: Params, episodes: Episodes) -> InnerCurvature:
+        """Gradient, loss and Hessian products of every task's :meth:`inner_loss` at ``params`` (task axis),
+        group by group of episodes (see ``chunk_samples``)."""
+        hessians, weights = [], []
+        for chunk, weight in self.chunks(episodes):
+            hessians.append(self.inner_hessian(params, chunk))
+            weights.append(weight)
+        gradient = _weighted_sum([hessian.gradient for hessian in hessians], weights)
+        loss = torch.stack([weight * hessian.loss for hessian, weight in zip(hessians, weights)]).sum(0)
+        return InnerCurvature(gradient, loss, hessians, weights)
+
+    def sampling_step(self, params: Params, episodes: Episodes, lr: float) -> tuple[Params, InnerCurvature | None]:
+        """The inner step the sampler takes to act with (task axis, no graph): the adapted parameters and,
+        for a second-order update, the curvature at ``params`` that the meta-update needs (else None)."""
+        if self.first_order:
+            return {k: v.detach() for k, v in self.inner_step(params, episodes, lr, first_order=True).items()}, None
+        curvature = self.inner_curvature(params, episodes)
+        return {k: (v - lr * curvature.gradient[k]).detach() for k, v in params.items()}, curvature
 
     def chunks(self, episodes: Episodes) -> list[tuple[Episodes, Tensor]]:
         """``episodes`` in groups of episodes (see ``chunk_samples``), each with its per-task weight [tasks]:
@@ -305,12 +339,16 @@ class MAMLTRPO:
         valid_episodes: Episodes,
         lrs: Sequence[float] | None = None,
         first_order: bool | None = None,
+        curvatures: Sequence[InnerCurvature] | None = None,
     ) -> AdaptationLinearization:
         """``adapt(params, train_episodes)``'s distributions on the valid observations, with J and J^T at params.
 
         ``params`` have no task axis. Every inner step is taken once; at each, the per-task inner
         Hessian is cached for its products (:class:`metarl.curvature.InnerLossHessian`), and at the
         adapted parameters the distributions' Jacobian (:class:`metarl.curvature.PolicyJacobian`).
+        ``curvatures`` (second order only): the inner steps' :meth:`inner_curvature` at ``params``
+        broadcast over the tasks and at each adapted point, as the sampler computed them on
+        ``train_episodes``; they are used instead of being computed again.
         """
         first_order = self.first_order if first_order is None else first_order
         lrs = [self.inner_lr] * len(train_episodes) if lrs is None else [float(lr) for lr in lrs]
@@ -319,22 +357,17 @@ class MAMLTRPO:
         num_tasks = valid_episodes.num_tasks
         # one copy of theta per task: the reverse pass of a per-task function then stays per task
         x = {k: v.detach().expand(num_tasks, *v.shape) for k, v in params.items()}
+        if curvatures is not None and (first_order or len(curvatures) != len(train_episodes)):
+            raise ValueError("curvatures are for second-order updates, one per batch of train episodes")
         hessian_products: list[Callable[[Params], Params]] = []
         inner_loss = None
-        for episodes, lr in zip(train_episodes, lrs):
+        for k, (episodes, lr) in enumerate(zip(train_episodes, lrs)):
             if first_order:
                 g, loss = self.inner_gradient(x, episodes)
             else:
-                grads, losses, products, weights = [], [], [], []
-                for chunk, weight in self.chunks(episodes):
-                    hessian = self.inner_hessian(x, chunk)
-                    grads.append(hessian.gradient)
-                    losses.append(weight * hessian.loss)
-                    products.append(hessian)
-                    weights.append(weight)
-                g, loss = _weighted_sum(grads, weights), torch.stack(losses).sum(0)
-                hessian_products.append(
-                    lambda w, products=products, weights=weights: _weighted_sum([f(w) for f in products], weights))
+                curvature = curvatures[k] if curvatures is not None else self.inner_curvature(x, episodes)
+                g, loss = curvature.gradient, curvature.loss
+                hessian_products.append(curvature.product)
             inner_loss = loss if inner_loss is None else inner_loss
             x = {k: (x[k] - lr * g[k]).detach() for k in x}
 
@@ -393,8 +426,12 @@ class MAMLTRPO:
         train_episodes: Sequence[Episodes],
         valid_episodes: Episodes,
         lrs: Sequence[float] | None = None,
+        curvatures: Sequence[InnerCurvature] | None = None,
     ) -> tuple[Params, dict[str, float]]:
         """One TRPO meta-update of ``params`` (no task axis); returns (new params, info).
+
+        ``curvatures``: optional, the sampler's :meth:`inner_curvature` of each inner step (see
+        :meth:`linearize`), which then is not computed again.
 
         ``train_episodes[k]`` were used for inner step k and ``valid_episodes`` sampled by
         ``adapt(params, train_episodes)``: that adapted policy is the old policy of the
@@ -402,7 +439,7 @@ class MAMLTRPO:
         KL bound, or meets a NaN, is rejected and ``params`` come back unchanged.
         """
         theta0 = {k: v.detach() for k, v in params.items()}
-        lin = self.linearize(theta0, train_episodes, valid_episodes, lrs)
+        lin = self.linearize(theta0, train_episodes, valid_episodes, lrs, curvatures=curvatures)
         old_dist = lin.dist  # same values as the policy that sampled valid_episodes
         surrogate_of = lambda d: self.surrogate_and_kl(d, old_dist, valid_episodes)[0]  # noqa: E731
         # dS/d(dist) is elementwise and cheap; J^T of it is the meta-gradient

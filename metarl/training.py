@@ -14,7 +14,7 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from metarl.checkpoint import drop_log_rows_after, exclusive_run, load_checkpoint, save_checkpoint
 from metarl.config import check_resumable, config_to_dict, dump_toml, load_config
 from metarl.errors import UserError
-from metarl.maml_trpo import MAMLTRPO
+from metarl.maml_trpo import InnerCurvature, MAMLTRPO
 from metarl import policies
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.sampling import sample_episodes
@@ -168,10 +168,20 @@ def load_run(run_dir: str | Path, paper_row: bool = True) -> tuple[TrainConfig, 
     return config, state
 
 
+class MetaBatch(NamedTuple):
+    """One meta-iteration's data: train episodes per inner step, post-adaptation episodes (both processed:
+    advantages filled), the inner learning rates, and, for a second-order update, each inner step's
+    curvature as the sampler computed it (the meta-update reuses it; ``None`` otherwise)."""
+
+    train_episodes: list[Episodes]
+    valid_episodes: Episodes
+    lrs: list[float]
+    curvatures: list[InnerCurvature] | None
+
+
 def sample_meta_batch(config: TrainConfig, env, policy, learner: MAMLTRPO, params: dict[str, Tensor],
-                      iteration: int) -> tuple[list[Episodes], Episodes, list[float]]:
-    """The episodes of meta-iteration ``iteration`` (0-based): (train episodes per inner step, post-adaptation
-    episodes, inner learning rates), processed (advantages filled).
+                      iteration: int) -> MetaBatch:
+    """The episodes of meta-iteration ``iteration`` (0-based).
 
     theta -> episodes -> inner step -> ... -> post-adaptation episodes, all tasks batched; every draw is
     seeded by (seed, iteration), so a run's batch at any iteration can be drawn again.
@@ -181,17 +191,20 @@ def sample_meta_batch(config: TrainConfig, env, policy, learner: MAMLTRPO, param
     train_episodes = []
     inner_steps = config.num_inner_steps if config.method == "maml" else 0  # baselines: plain TRPO on theta
     lrs = step_sizes(config.inner_lr, inner_steps, config.later_lr_scale)
+    curvatures = []
     for k in range(inner_steps):
         episodes = sample_episodes(env, policy, task_params, tasks, config.episodes_per_task,
                                    seed=derive_seed(TRAIN, config.seed, iteration, k + 1))
         train_episodes.append(learner.process(episodes))
-        # the adapted policy only acts here: no graph needed (the meta-update rebuilds it)
-        task_params = {key: v.detach() for key, v in learner.inner_step(
-            task_params, train_episodes[-1], lrs[k], first_order=True).items()}
+        # second order, the step's gradient comes with the Hessian products the meta-update needs at the
+        # same point: computed once, here
+        task_params, curvature = learner.sampling_step(task_params, train_episodes[-1], lrs[k])
+        curvatures.append(curvature)
     valid_episodes = learner.process(sample_episodes(
         env, policy, task_params, tasks, config.episodes_per_task,
         seed=derive_seed(TRAIN, config.seed, iteration, inner_steps + 1)))
-    return train_episodes, valid_episodes, lrs
+    second_order = inner_steps > 0 and not learner.first_order
+    return MetaBatch(train_episodes, valid_episodes, lrs, curvatures if second_order else None)
 
 
 def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: dict[str, Tensor],
@@ -201,9 +214,9 @@ def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: 
     Sampling (:func:`sample_meta_batch`), then one TRPO step on theta through the adaptation.
     """
     t0 = time.perf_counter()
-    train_episodes, valid_episodes, lrs = sample_meta_batch(config, env, policy, learner, params, iteration)
+    train_episodes, valid_episodes, lrs, curvatures = sample_meta_batch(config, env, policy, learner, params, iteration)
     t1 = time.perf_counter()
-    params, info = learner.step(params, train_episodes, valid_episodes, lrs)
+    params, info = learner.step(params, train_episodes, valid_episodes, lrs, curvatures)
     t2 = time.perf_counter()
     row = {"iteration": iteration + 1,
            "return_pre": float((train_episodes[0] if train_episodes else valid_episodes).undiscounted_returns().mean()),

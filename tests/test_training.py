@@ -165,9 +165,10 @@ def test_later_inner_steps_use_the_scaled_learning_rate_when_training(monkeypatc
     policy = make_policy(config, env)
     learner = make_learner(config, policy)
     seen = {"inner": [], "step": None}
-    real_inner, real_step = learner.inner_step, learner.step
-    monkeypatch.setattr(learner, "inner_step", lambda p, e, lr, *a, **kw: seen["inner"].append(lr) or real_inner(p, e, lr, *a, **kw))
-    monkeypatch.setattr(learner, "step", lambda p, t, v, lrs=None: seen.__setitem__("step", lrs) or real_step(p, t, v, lrs))
+    real_inner, real_step = learner.sampling_step, learner.step
+    monkeypatch.setattr(learner, "sampling_step", lambda p, e, lr: seen["inner"].append(lr) or real_inner(p, e, lr))
+    monkeypatch.setattr(learner, "step", lambda p, t, v, lrs=None, curvatures=None: seen.__setitem__("step", lrs)
+                        or real_step(p, t, v, lrs, curvatures))
     params = policy.init_params(torch.Generator().manual_seed(0))
     meta_iteration(config, env, policy, learner, params, 0)
     assert seen["inner"][:2] == pytest.approx([0.5, 0.15])
@@ -186,3 +187,24 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path):
     train(tiny(2), run, resume=True, progress=False)  # free again
     assert load_checkpoint(run / CHECKPOINT)["iteration"] == 2
     assert not (run / LOCK).exists()
+
+
+@pytest.mark.parametrize("extra", [("num_inner_steps=1",), ("num_inner_steps=2", "later_lr_scale=0.5")])
+def test_the_meta_update_with_the_samplers_curvature_equals_one_computing_its_own(extra):
+    from metarl.training import make_env, make_learner, make_policy, sample_meta_batch
+
+    config = tiny(1, *extra)
+    env = make_env(config, config.meta_batch_size, config.episodes_per_task)
+    policy = make_policy(config, env)
+    learner = make_learner(config, policy)
+    params = policy.init_params(torch.Generator().manual_seed(0))
+    batch = sample_meta_batch(config, env, policy, learner, params, 0)
+    assert batch.curvatures is not None and len(batch.curvatures) == config.num_inner_steps
+    reused, reused_info = learner.step(params, batch.train_episodes, batch.valid_episodes, batch.lrs, batch.curvatures)
+    own, own_info = learner.step(params, batch.train_episodes, batch.valid_episodes, batch.lrs)
+    assert reused_info == own_info and reused_info["accepted"] == 1.0
+    for k in params:
+        torch.testing.assert_close(reused[k], own[k], rtol=0, atol=0)
+    # first order has no Hessian to share
+    learner.first_order = True
+    assert sample_meta_batch(config, env, policy, learner, params, 0).curvatures is None
