@@ -45,7 +45,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.func import grad_and_value, vjp, vmap
+from torch.func import grad_and_value, vmap
 
 from metarl.adaptation import gradient_step
 from metarl.baselines import LinearFeatureBaseline
