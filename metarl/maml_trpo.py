@@ -355,7 +355,7 @@ class MAMLTRPO:
         if len(lrs) != len(train_episodes):
             raise ValueError(f"{len(train_episodes)} episode batches but {len(lrs)} learning rates")
         num_tasks = valid_episodes.num_tasks
-        # one copy of theta per task: the reverse pass of a per-task function then stays per task
+        # one copy of theta per task (an expanded view): every product then keeps one result per task
         x = {k: v.detach().expand(num_tasks, *v.shape) for k, v in params.items()}
         if curvatures is not None and (first_order or len(curvatures) != len(train_episodes)):
             raise ValueError("curvatures are for second-order updates, one per batch of train episodes")
