@@ -43,6 +43,18 @@ ACTIVATION_DERIVATIVES: dict[str, Callable[[Tensor], tuple[Tensor, Tensor, Tenso
 }
 
 
+def _first_tasks(value, n: int):
+    """``value`` restricted to its first ``n`` tasks: tensors (and tensors in lists, tuples and dicts) sliced
+    along their leading task axis as views; anything else (sizes, keys, the policy) as it is."""
+    if isinstance(value, Tensor):
+        return value[:n]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_first_tasks(v, n) for v in value)
+    if isinstance(value, dict):
+        return {k: _first_tasks(v, n) for k, v in value.items()}
+    return value
+
+
 class MLPLinearization:
     """The policy's MLP at ``params`` (``[tasks, ...]``) on ``obs [tasks, N, obs_dim]``: the cached forward pass.
 
@@ -106,6 +118,16 @@ class MLPLinearization:
         """``grads`` in the order of the parameter dict."""
         return {k: grads[k] for k in self.keys}
 
+    def _build_head(self) -> None:
+        """(Re)build what the head's derivatives need from the cached tensors (subclasses)."""
+
+    def first_tasks(self, n: int):
+        """The same linearization on the first ``n`` tasks only: the caches as views, no pass recomputed."""
+        restricted = object.__new__(type(self))
+        restricted.__dict__.update({k: _first_tasks(v, n) for k, v in vars(self).items() if not callable(v)})
+        restricted._build_head()
+        return restricted
+
 
 class PolicyJacobian(MLPLinearization):
     """J_f of the distribution parameters ``policy.dist_params`` with respect to the parameters, per task.
@@ -117,10 +139,13 @@ class PolicyJacobian(MLPLinearization):
 
     def __init__(self, policy: Policy, params: Params, obs: Tensor):
         super().__init__(policy, params, obs)
-        self.dist, self._head_vjp = vjp(policy.head, self.head_params, self.out)
+        self._build_head()
+
+    def _build_head(self) -> None:
+        dist, self._head_vjp = vjp(self.policy.head, self.head_params, self.out)
         # u -> the head's vjp is linear in u, so its own vjp (at any u, zeros here) is the head's jvp
-        _, self._head_jvp = vjp(self._head_vjp, tuple(torch.zeros_like(d) for d in self.dist))
-        self.dist = tuple(d.detach() for d in self.dist)
+        _, self._head_jvp = vjp(self._head_vjp, tuple(torch.zeros_like(d) for d in dist))
+        self.dist = tuple(d.detach() for d in dist)
 
     @torch.no_grad()
     def jvp(self, w: Params) -> tuple[Tensor, ...]:
@@ -152,6 +177,15 @@ class InnerLossHessian(MLPLinearization):
 
     def __init__(self, policy: Policy, params: Params, obs: Tensor, actions: Tensor, weights: Tensor):
         super().__init__(policy, params, obs)
+        self.actions, self.weights = actions, weights
+        g_head, g_out, loss = self._build_head()
+        with torch.no_grad():
+            grads, self.delta, self.upstream = self.backward(g_out.detach())
+        self.gradient: Params = self.ordered({**grads, **{k: v.detach() for k, v in g_head.items()}})
+        self.loss: Tensor = loss.detach()  # [tasks]
+
+    def _build_head(self) -> tuple[Params, Tensor, Tensor]:
+        policy, actions, weights = self.policy, self.actions, self.weights
 
         def head_loss(head: Params, out: Tensor) -> tuple[Tensor, Tensor]:
             per_task = -(weights * policy.dist_log_prob(policy.head(head, out), actions)).sum(-1)
@@ -160,10 +194,7 @@ class InnerLossHessian(MLPLinearization):
         # the head's gradient, and its Hessian in (head parameters, MLP output) as the vjp of that gradient
         (g_head, g_out), self._head_hessian, (_, loss) = vjp(
             grad_and_value(head_loss, argnums=(0, 1), has_aux=True), self.head_params, self.out, has_aux=True)
-        with torch.no_grad():
-            grads, self.delta, self.upstream = self.backward(g_out.detach())
-        self.gradient: Params = self.ordered({**grads, **{k: v.detach() for k, v in g_head.items()}})
-        self.loss: Tensor = loss.detach()  # [tasks]
+        return g_head, g_out, loss
 
     @torch.no_grad()
     def __call__(self, w: Params) -> Params:

@@ -56,6 +56,40 @@ from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten, u
 
 
 @dataclass
+class GroupedJacobian:
+    """J_f of the distributions on the valid episodes, taken group by group of episodes (``chunk_samples``).
+
+    ``dist`` are the distribution parameters [tasks, T, E, k], the groups concatenated along E.
+    """
+
+    jacobians: list[PolicyJacobian]  # one per group, on its observations flattened to [tasks, T * E', obs_dim]
+    sizes: list[int]  # episodes per group
+
+    def _concat(self, per_group: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+        # [tasks, T * E', k] per group -> [tasks, T, E, k]
+        shaped = [tuple(t.reshape(t.shape[0], -1, e, t.shape[-1]) for t in flat) for flat, e in zip(per_group, self.sizes)]
+        return tuple(torch.cat(pieces, dim=2) for pieces in zip(*shaped))
+
+    @property
+    def dist(self) -> tuple[Tensor, ...]:
+        return self._concat([jacobian.dist for jacobian in self.jacobians])
+
+    def jvp(self, w: Params) -> tuple[Tensor, ...]:
+        """w per task -> J_f w [tasks, T, E, k]."""
+        return self._concat([jacobian.jvp(w) for jacobian in self.jacobians])
+
+    def vjp(self, u: tuple[Tensor, ...]) -> Params:
+        """u [tasks, T, E, k] -> J_f^T u per task."""
+        pieces = zip(*(t.split(self.sizes, dim=2) for t in u))
+        grads = [jacobian.vjp(tuple(p.reshape(p.shape[0], -1, p.shape[-1]) for p in piece))
+                 for jacobian, piece in zip(self.jacobians, pieces)]
+        return {k: sum(g[k] for g in grads) for k in grads[0]}
+
+    def first_tasks(self, n: int) -> "GroupedJacobian":
+        return GroupedJacobian([jacobian.first_tasks(n) for jacobian in self.jacobians], self.sizes)
+
+
+@dataclass
 class AdaptationLinearization:
     """The post-adaptation distributions of all tasks at theta, and J / J^T around theta (see the module doc).
 
@@ -67,9 +101,8 @@ class AdaptationLinearization:
     dist: tuple[Tensor, ...]
     inner_loss: Tensor | None
     lrs: list[float]
-    hessian_products: list[Callable[[Params], Params]]  # per inner step: w_i -> H_k w_i (empty: first order)
-    dist_vjp: Callable[[tuple[Tensor, ...]], Params]  # u [tasks, T, E, k] -> J_f^T u per task
-    dist_jvp: Callable[[Params], tuple[Tensor, ...]]  # w per task -> J_f w [tasks, T, E, k]
+    curvatures: list["InnerCurvature"]  # per inner step, its Hessian products (empty: first order)
+    jacobian: GroupedJacobian
 
     @property
     def num_tasks(self) -> int:
@@ -78,16 +111,26 @@ class AdaptationLinearization:
     def jvp(self, v: Params) -> tuple[Tensor, ...]:
         """J v: a tangent of theta (no task axis) -> tangents of ``dist`` [tasks, T, E, k]."""
         w = {k: t.expand(self.num_tasks, *t.shape) for k, t in v.items()}
-        for lr, hessian_product in zip(self.lrs, self.hessian_products):
-            w = _minus_scaled(w, lr, hessian_product(w))
-        return self.dist_jvp(w)
+        for lr, curvature in zip(self.lrs, self.curvatures):
+            w = _minus_scaled(w, lr, curvature.product(w))
+        return self.jacobian.jvp(w)
 
     def vjp(self, u: tuple[Tensor, ...]) -> Params:
         """J^T u: cotangents of ``dist`` [tasks, T, E, k] -> a cotangent of theta (no task axis, tasks summed)."""
-        z = self.dist_vjp(u)
-        for lr, hessian_product in zip(reversed(self.lrs), reversed(self.hessian_products)):
-            z = _minus_scaled(z, lr, hessian_product(z))
+        z = self.jacobian.vjp(u)
+        for lr, curvature in zip(reversed(self.lrs), reversed(self.curvatures)):
+            z = _minus_scaled(z, lr, curvature.product(z))
         return {k: t.sum(0) for k, t in z.items()}
+
+    def first_tasks(self, n: int) -> "AdaptationLinearization":
+        """The linearization of the first ``n`` tasks alone, from the cached passes (nothing recomputed)."""
+        return AdaptationLinearization(
+            dist=tuple(d[:n] for d in self.dist),
+            inner_loss=None if self.inner_loss is None else self.inner_loss[:n],
+            lrs=self.lrs,
+            curvatures=[curvature.first_tasks(n) for curvature in self.curvatures],
+            jacobian=self.jacobian.first_tasks(n),
+        )
 
 
 def _minus_scaled(a: Params, lr: float, b: Params) -> Params:
@@ -125,6 +168,10 @@ class InnerCurvature:
     def product(self, w: Params) -> Params:
         """w [tasks, ...] -> H_i w_i per task."""
         return _weighted_sum([hessian(w) for hessian in self.hessians], self.weights)
+
+    def first_tasks(self, n: int) -> "InnerCurvature":
+        return InnerCurvature({k: g[:n] for k, g in self.gradient.items()}, self.loss[:n],
+                              [hessian.first_tasks(n) for hessian in self.hessians], [w[:n] for w in self.weights])
 
 
 class MAMLTRPO:
@@ -359,7 +406,7 @@ class MAMLTRPO:
         x = {k: v.detach().expand(num_tasks, *v.shape) for k, v in params.items()}
         if curvatures is not None and (first_order or len(curvatures) != len(train_episodes)):
             raise ValueError("curvatures are for second-order updates, one per batch of train episodes")
-        hessian_products: list[Callable[[Params], Params]] = []
+        used: list[InnerCurvature] = []
         inner_loss = None
         for k, (episodes, lr) in enumerate(zip(train_episodes, lrs)):
             if first_order:
@@ -367,39 +414,20 @@ class MAMLTRPO:
             else:
                 curvature = curvatures[k] if curvatures is not None else self.inner_curvature(x, episodes)
                 g, loss = curvature.gradient, curvature.loss
-                hessian_products.append(curvature.product)
+                used.append(curvature)
             inner_loss = loss if inner_loss is None else inner_loss
             x = {k: (x[k] - lr * g[k]).detach() for k in x}
 
-        # the distributions group by group, concatenated along the episode axis (dim 2 of [tasks, T, E, k])
+        # the distributions group by group of episodes (dim 2 of [tasks, T, E, k])
         groups = [chunk.observations for chunk, _ in self.chunks(valid_episodes)]
-        sizes = [obs.shape[2] for obs in groups]
-        jacobians = [PolicyJacobian(self.policy, x, obs.reshape(num_tasks, -1, obs.shape[-1])) for obs in groups]
-
-        def task_step_episode(flat: tuple[Tensor, ...], episodes: int) -> tuple[Tensor, ...]:
-            return tuple(t.reshape(num_tasks, -1, episodes, t.shape[-1]) for t in flat)  # [tasks, T * E', k] -> [tasks, T, E', k]
-
-        def concat(per_group: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
-            return tuple(torch.cat(pieces, dim=2) for pieces in zip(*(task_step_episode(t, e) for t, e in zip(per_group, sizes))))
-
-        dist = concat([jacobian.dist for jacobian in jacobians])
-
-        def dist_vjp(u: tuple[Tensor, ...]) -> Params:
-            pieces = zip(*(t.split(sizes, dim=2) for t in u))
-            grads = [jacobian.vjp(tuple(p.reshape(num_tasks, -1, p.shape[-1]) for p in piece))
-                     for jacobian, piece in zip(jacobians, pieces)]
-            return {k: sum(g[k] for g in grads) for k in grads[0]}
-
-        def dist_jvp(w: Params) -> tuple[Tensor, ...]:
-            return concat([jacobian.jvp(w) for jacobian in jacobians])
-
+        jacobian = GroupedJacobian([PolicyJacobian(self.policy, x, obs.reshape(num_tasks, -1, obs.shape[-1]))
+                                    for obs in groups], [obs.shape[2] for obs in groups])
         return AdaptationLinearization(
-            dist=tuple(d.detach() for d in dist),
+            dist=jacobian.dist,
             inner_loss=None if inner_loss is None else inner_loss.detach(),
             lrs=lrs if not first_order else [],
-            hessian_products=hessian_products,
-            dist_vjp=dist_vjp,
-            dist_jvp=dist_jvp,
+            curvatures=used,
+            jacobian=jacobian,
         )
 
     def fisher_vector_product(
@@ -456,11 +484,9 @@ class MAMLTRPO:
         if not torch.isfinite(g).all() or not math.isfinite(info["surrogate_before"]):
             return rejected, self._rejected_info(info, nan=True)
 
-        fisher_train = [subsample_tasks(e, self.fisher_subsample) for e in train_episodes]
         fisher_valid = subsample_tasks(valid_episodes, self.fisher_subsample)
-        if fisher_valid is not valid_episodes:
-            del lin  # free the full-data maps before building the subsampled ones
-            lin = self.linearize(theta0, fisher_train, fisher_valid, lrs)
+        if fisher_valid is not valid_episodes:  # the first tasks' share of the cached passes
+            lin = lin.first_tasks(fisher_valid.num_tasks)
         fvp = self.fisher_vector_product(lin, fisher_valid.mask, theta0)
         x, hx = conjugate_gradient(fvp, g, self.cg_iters)
         del fvp, lin  # free the maps before the line search

@@ -137,6 +137,10 @@ def test_subsampled_fisher_is_the_kl_hessian_on_the_first_tasks(first_order):
     fvp = algo.fisher_vector_product(algo.linearize(params, sub_train, sub_valid), sub_valid.mask, params)
     v = torch.randn(hessian.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     torch.testing.assert_close(fvp(v), hessian @ v + algo.cg_damping * v, rtol=1e-7, atol=1e-10)
+    # the update takes it from the full-data passes restricted to those tasks (nothing recomputed): the same
+    restricted = algo.linearize(params, train, valid).first_tasks(sub_valid.num_tasks)
+    torch.testing.assert_close(algo.fisher_vector_product(restricted, sub_valid.mask, params)(v),
+                               hessian @ v + algo.cg_damping * v, rtol=1e-7, atol=1e-10)
     # ... and differs from the full-data product (checked against its Hessian above): the subsample is used.
     full = algo.fisher_vector_product(algo.linearize(params, train, valid), valid.mask, params)
     assert (full(v) - hessian @ v).abs().max() > 1e-3
