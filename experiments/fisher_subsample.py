@@ -58,8 +58,8 @@ def compare_fractions(run_dir: str, fractions: list[float]) -> dict:
         if sub_valid is valid:  # every task: the full metric itself
             metric = full_metric
         else:
-            lin = learner.linearize(params, [subsample_tasks(e, fraction) for e in train], sub_valid, lrs)
-            metric = learner.fisher_vector_product(lin, sub_valid.mask, params)
+            # as the update builds it: the full batch's passes restricted to the first tasks
+            metric = learner.fisher_vector_product(full.first_tasks(sub_valid.num_tasks), sub_valid.mask, params)
         start = time.perf_counter()
         x, hx = conjugate_gradient(metric, g, learner.cg_iters)
         cg_s = time.perf_counter() - start
