@@ -408,11 +408,11 @@ class MAMLTRPO:
             raise ValueError("curvatures are for second-order updates, one per batch of train episodes")
         used: list[InnerCurvature] = []
         inner_loss = None
-        for k, (episodes, lr) in enumerate(zip(train_episodes, lrs)):
+        for step, (episodes, lr) in enumerate(zip(train_episodes, lrs)):
             if first_order:
                 g, loss = self.inner_gradient(x, episodes)
             else:
-                curvature = curvatures[k] if curvatures is not None else self.inner_curvature(x, episodes)
+                curvature = curvatures[step] if curvatures is not None else self.inner_curvature(x, episodes)
                 g, loss = curvature.gradient, curvature.loss
                 used.append(curvature)
             inner_loss = loss if inner_loss is None else inner_loss
