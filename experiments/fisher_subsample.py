@@ -49,9 +49,10 @@ def compare_fractions(run_dir: str, fractions: list[float]) -> dict:
     env.close()
 
     full = learner.linearize(params, train, valid, lrs, curvatures=curvatures)
-    surrogate = lambda dist: learner.surrogate_and_kl(dist, full.dist, valid)[0]  # noqa: E731
-    g = flatten(full.vjp(torch.func.grad(surrogate)(full.dist)))
-    full_metric = learner.fisher_vector_product(full, valid.mask, params)
+    scored = learner.scored_episodes(train, valid, full.stages)
+    surrogate = lambda dists: learner.surrogate_and_kl_stages(dists, full.dists, scored)[0]  # noqa: E731
+    g = flatten(full.vjp(torch.func.grad(surrogate)(full.dists)))
+    full_metric = learner.fisher_vector_product(full, [e.mask for e in scored], params)
 
     def row(fraction: float) -> dict:
         sub_valid = subsample_tasks(valid, fraction)
@@ -59,7 +60,8 @@ def compare_fractions(run_dir: str, fractions: list[float]) -> dict:
             metric = full_metric
         else:
             # as the update builds it: the full batch's passes restricted to the first tasks
-            metric = learner.fisher_vector_product(full.first_tasks(sub_valid.num_tasks), sub_valid.mask, params)
+            metric = learner.fisher_vector_product(full.first_tasks(sub_valid.num_tasks),
+                                                   [e.mask[: sub_valid.num_tasks] for e in scored], params)
         start = time.perf_counter()
         x, hx = conjugate_gradient(metric, g, learner.cg_iters)
         cg_s = time.perf_counter() - start

@@ -1,19 +1,23 @@
 """Linear feature baseline (Duan et al. 2016), fitted per task by ridge least squares, batched over tasks.
 
 Features of an observation ``o`` at step ``t`` are ``[o, o^2, s, s^2, s^3, 1]`` with
-``s = t / 100``; steps with mask 0 have all-zero features, so they neither enter the fit
+``s = t / 100``, optionally with ``o`` clipped to ``[-obs_clip, obs_clip]``. rllab's baseline (the
+MAML paper's) clips at 10, which a running cheetah's joint velocities often exceed; unclipped
+features learned faster in our cheetah runs (README), so clipping is off by default. Steps with mask 0 have all-zero features, so they neither enter the fit
 nor receive a value. The normal equations are solved in float64 for all tasks at once.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 
-def baseline_features(observations: Tensor, mask: Tensor) -> Tensor:
+def baseline_features(observations: Tensor, mask: Tensor, obs_clip: float = math.inf) -> Tensor:
     """observations [tasks, T, E, obs_dim], mask [tasks, T, E] -> features [tasks, T, E, 2*obs_dim + 4] float64."""
-    obs = observations.to(torch.float64)
+    obs = observations.to(torch.float64).clamp(-obs_clip, obs_clip)
     m = mask.to(torch.float64).unsqueeze(-1)
     steps = torch.arange(obs.shape[1], dtype=torch.float64) / 100.0
     s = steps.view(1, -1, 1, 1).expand(*obs.shape[:3], 1)
@@ -25,18 +29,22 @@ class LinearFeatureBaseline:
     """Per-task linear value function; ``fit`` then ``predict`` on the same tasks.
 
     ``reg_coeff`` is the initial ridge term; when a task's system is singular or its
-    solution is not finite, that task's term is raised tenfold, up to 5 times.
+    solution is not finite, that task's term is raised tenfold, up to 5 times. ``obs_clip``
+    bounds the observations in the features (rllab: 10; ``math.inf``: no clipping).
     """
 
     max_raises = 5
 
-    def __init__(self, reg_coeff: float = 1e-5):
+    def __init__(self, reg_coeff: float = 1e-5, obs_clip: float = math.inf):
+        if not obs_clip > 0:
+            raise ValueError(f"obs_clip must be positive, got {obs_clip}")
         self.reg_coeff = float(reg_coeff)
+        self.obs_clip = float(obs_clip)
         self.weights: Tensor | None = None  # [tasks, num_features] float64
 
     def fit(self, observations: Tensor, returns: Tensor, mask: Tensor) -> "LinearFeatureBaseline":
         """observations [tasks, T, E, obs_dim], returns and mask [tasks, T, E]."""
-        x = baseline_features(observations, mask).flatten(1, 2)  # [tasks, T*E, F]
+        x = baseline_features(observations, mask, self.obs_clip).flatten(1, 2)  # [tasks, T*E, F]
         y = (returns.to(torch.float64) * mask.to(torch.float64)).reshape(x.shape[0], -1, 1)
         xtx = x.mT @ x
         xty = x.mT @ y
@@ -63,6 +71,6 @@ class LinearFeatureBaseline:
         """observations [tasks, T, E, obs_dim], mask [tasks, T, E] -> values [tasks, T, E] (dtype of observations)."""
         if self.weights is None:
             raise RuntimeError("LinearFeatureBaseline.predict called before fit")
-        feats = baseline_features(observations, mask)
+        feats = baseline_features(observations, mask, self.obs_clip)
         values = torch.einsum("ktef,kf->kte", feats, self.weights)
         return values.to(observations.dtype)

@@ -10,7 +10,11 @@ sampled the post-adaptation episodes:
     min_theta  S(theta) = mean_i E_i[ -pi_theta'_i(a|s) / pi_old_i(a|s) * A ]
     s.t.       KL(theta) = mean_i E_i[ KL(pi_old_i(.|s) || pi_theta'_i(.|s)) ] <= max_kl
 
-E_i is the mask-weighted mean over the task's taken steps. The step direction solves
+E_i is the mask-weighted mean over the task's taken steps. With ``meta_objective =
+"every_step"`` S and KL are instead the means over k = 1..K of these terms for the policy
+after k inner steps, on the episodes that policy sampled (the train batch of step k + 1, the
+valid batch for k = K): the initialization is then scored on every step of its adaptation,
+not only the last. The step direction solves
 ``H x = grad S`` by conjugate gradient, where H is the Hessian of KL at theta. Because KL
 is zero with zero gradient there, H is exactly the Gauss-Newton matrix ``J^T M J``: J is
 the Jacobian of the post-adaptation distribution parameters (per step) with respect to
@@ -25,7 +29,8 @@ one big graph twice. With K inner steps ``x_{k+1} = x_k - a_k g_k(x_k)`` per tas
     J^T u = (I - a_0 H_0) ... (I - a_{K-1} H_{K-1}) J_f^T u
 
 where H_k is task i's inner-loss Hessian at x_k (symmetric, so it serves both ways) and
-J_f the Jacobian of the policy's distribution at the adapted parameters. Each map is built
+J_f the Jacobian of the policy's distribution at the adapted parameters. Scoring several
+stages adds each stage's ``J_f`` at its own x_k to the same chain. Each map is built
 once per meta-update, with one parameter copy per task so that one pass gives every task's
 own ``H_k w_i``. Both H_k and J_f are products by the hand-written passes of
 :mod:`metarl.curvature`, which cache what is fixed at theta (activations and their derivatives,
@@ -53,6 +58,11 @@ from metarl.curvature import InnerLossHessian, PolicyJacobian
 from metarl.episodes import Episodes, discounted_returns, gae, masked_mean, normalize_per_task
 from metarl.policies import Params, Policy
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten, unflatten
+
+
+# last_step: the paper's objective, the policy after all inner steps; every_step: the mean of the objectives
+# after each inner step (1..K) on the episodes each of those policies sampled
+META_OBJECTIVES = ("last_step", "every_step")
 
 
 @dataclass
@@ -91,45 +101,63 @@ class GroupedJacobian:
 
 @dataclass
 class AdaptationLinearization:
-    """The post-adaptation distributions of all tasks at theta, and J / J^T around theta (see the module doc).
+    """The scored distributions of all tasks at theta, and J / J^T around theta (see the module doc).
 
-    ``dist`` are the distribution parameters [tasks, T, E, k] on the valid observations;
-    ``inner_loss`` [tasks] the first inner loss at theta (None without inner steps). Built by :meth:`MAMLTRPO.linearize`
-    and valid for any number of products until dropped.
+    A *stage* is a number of inner steps taken; the update scores the distributions of the
+    policies after each stage in ``stages`` (increasing, the last one = all inner steps) on the
+    episodes those policies sampled. ``dists[s]`` are stage s's distribution parameters
+    [tasks, T, E, k]; ``inner_loss`` [tasks] the first inner loss at theta (None without inner
+    steps). Built by :meth:`MAMLTRPO.linearize` and valid for any number of products until dropped.
     """
 
-    dist: tuple[Tensor, ...]
+    stages: list[int]
     inner_loss: Tensor | None
-    lrs: list[float]
-    curvatures: list["InnerCurvature"]  # per inner step, its Hessian products (empty: first order)
-    jacobian: GroupedJacobian
+    lrs: list[float]  # per inner step
+    curvatures: list["InnerCurvature"]  # per inner step, its Hessian products (empty: first order, no H terms)
+    jacobians: list[GroupedJacobian]  # per scored stage, at that stage's adapted parameters
+
+    def _through_step(self, step: int, w: Params) -> Params:
+        """(I - a_k H_k) w for inner step k (the identity at first order)."""
+        return _minus_scaled(w, self.lrs[step], self.curvatures[step].product(w)) if self.curvatures else w
+
+    @property
+    def dists(self) -> list[tuple[Tensor, ...]]:
+        return [jacobian.dist for jacobian in self.jacobians]
 
     @property
     def num_tasks(self) -> int:
-        return self.dist[0].shape[0]
+        return self.jacobians[0].dist[0].shape[0]
 
-    def jvp(self, v: Params) -> tuple[Tensor, ...]:
-        """J v: a tangent of theta (no task axis) -> tangents of ``dist`` [tasks, T, E, k]."""
+    def jvp(self, v: Params) -> list[tuple[Tensor, ...]]:
+        """J v: a tangent of theta (no task axis) -> per scored stage, tangents of its dists [tasks, T, E, k]."""
         w = {k: t.expand(self.num_tasks, *t.shape) for k, t in v.items()}
-        for lr, curvature in zip(self.lrs, self.curvatures):
-            w = _minus_scaled(w, lr, curvature.product(w))
-        return self.jacobian.jvp(w)
+        out = []
+        for stage in range(self.stages[-1] + 1):
+            if stage in self.stages:
+                out.append(self.jacobians[self.stages.index(stage)].jvp(w))
+            if stage < self.stages[-1]:
+                w = self._through_step(stage, w)
+        return out
 
-    def vjp(self, u: tuple[Tensor, ...]) -> Params:
-        """J^T u: cotangents of ``dist`` [tasks, T, E, k] -> a cotangent of theta (no task axis, tasks summed)."""
-        z = self.jacobian.vjp(u)
-        for lr, curvature in zip(reversed(self.lrs), reversed(self.curvatures)):
-            z = _minus_scaled(z, lr, curvature.product(z))
+    def vjp(self, u: Sequence[tuple[Tensor, ...]]) -> Params:
+        """J^T u: per scored stage, cotangents of its dists -> a cotangent of theta (no task axis, tasks summed)."""
+        z: Params | None = None
+        for stage in range(self.stages[-1], -1, -1):
+            if stage < self.stages[-1]:
+                z = self._through_step(stage, z)
+            if stage in self.stages:
+                pulled = self.jacobians[self.stages.index(stage)].vjp(u[self.stages.index(stage)])
+                z = pulled if z is None else {k: z[k] + pulled[k] for k in z}
         return {k: t.sum(0) for k, t in z.items()}
 
     def first_tasks(self, n: int) -> "AdaptationLinearization":
         """The linearization of the first ``n`` tasks alone, from the cached passes (nothing recomputed)."""
         return AdaptationLinearization(
-            dist=tuple(d[:n] for d in self.dist),
+            stages=self.stages,
             inner_loss=None if self.inner_loss is None else self.inner_loss[:n],
             lrs=self.lrs,
             curvatures=[curvature.first_tasks(n) for curvature in self.curvatures],
-            jacobian=self.jacobian.first_tasks(n),
+            jacobians=[jacobian.first_tasks(n) for jacobian in self.jacobians],
         )
 
 
@@ -218,9 +246,11 @@ class MAMLTRPO:
         ls_max_steps: int = 15,
         normalize_advantages: bool = True,
         baseline_reg: float = 1e-5,
+        baseline_obs_clip: float = math.inf,
         fisher_subsample: float = 1.0,
         chunk_samples: int = 80_000,
         kl_check_groups: int = 4,
+        meta_objective: str = "last_step",
     ):
         if not 0.0 < fisher_subsample <= 1.0:
             raise ValueError(f"fisher_subsample must be in (0, 1], got {fisher_subsample}")
@@ -232,6 +262,7 @@ class MAMLTRPO:
         self.ls_ratio, self.ls_max_steps = float(ls_ratio), int(ls_max_steps)
         self.normalize_advantages = bool(normalize_advantages)
         self.baseline_reg = float(baseline_reg)
+        self.baseline_obs_clip = float(baseline_obs_clip)
         self.fisher_subsample = float(fisher_subsample)
         if chunk_samples < 1:
             raise ValueError(f"chunk_samples must be >= 1, got {chunk_samples}")
@@ -239,12 +270,15 @@ class MAMLTRPO:
         if kl_check_groups < 1:
             raise ValueError(f"kl_check_groups must be >= 1, got {kl_check_groups}")
         self.kl_check_groups = int(kl_check_groups)
+        if meta_objective not in META_OBJECTIVES:
+            raise ValueError(f"meta_objective must be one of {', '.join(META_OBJECTIVES)}, got {meta_objective!r}")
+        self.meta_objective = meta_objective
 
     # ------------------------------------------------------------------ advantages
     def process(self, episodes: Episodes) -> Episodes:
         """Fill ``returns`` and ``advantages`` [tasks, T, E]: GAE against a linear baseline fitted per task."""
         returns = discounted_returns(episodes.rewards, episodes.mask, self.gamma)
-        baseline = LinearFeatureBaseline(self.baseline_reg).fit(episodes.observations, returns, episodes.mask)
+        baseline = LinearFeatureBaseline(self.baseline_reg, self.baseline_obs_clip).fit(episodes.observations, returns, episodes.mask)
         values = baseline.predict(episodes.observations, episodes.mask)
         advantages = gae(episodes.rewards, values, episodes.mask, self.gamma, self.gae_lambda)
         if self.normalize_advantages:
@@ -365,19 +399,47 @@ class MAMLTRPO:
         kl = masked_mean(self.policy.kl(old_dist, dist), mask)
         return (surrogate, kl) if per_task else (surrogate.mean(), kl.mean())
 
-    def post_adaptation_dist(
+    def scored_stages(self, num_steps: int) -> list[int]:
+        """The numbers of inner steps after which the meta-objective scores the policy (see ``meta_objective``)."""
+        if self.meta_objective == "every_step" and num_steps > 0:
+            return list(range(1, num_steps + 1))
+        return [num_steps]
+
+    @staticmethod
+    def scored_episodes(train_episodes: Sequence[Episodes], valid_episodes: Episodes, stages: Sequence[int]) -> list[Episodes]:
+        """The episodes each scored stage's policy sampled: train batch k after k inner steps (k < K), else valid."""
+        return [train_episodes[k] if k < len(train_episodes) else valid_episodes for k in stages]
+
+    def stage_dists(
         self,
         params: Params,
         train_episodes: Sequence[Episodes],
         valid_episodes: Episodes,
         lrs: Sequence[float] | None = None,
         first_order: bool | None = None,
-    ) -> tuple[Tensor, ...]:
-        """Distribution parameters [tasks, T, E, k] of ``adapt(params, train_episodes)`` on the valid observations."""
-        if not train_episodes:  # no inner step (the pretrained and oracle baselines): theta itself acts
-            return vmap(self.policy.dist_params, in_dims=(None, 0))(params, valid_episodes.observations)
-        adapted = self.adapt(params, train_episodes, lrs, first_order)
-        return vmap(self.policy.dist_params)(adapted, valid_episodes.observations)
+    ) -> list[tuple[Tensor, ...]]:
+        """Per scored stage, the distribution parameters [tasks, T, E, k] of the policy adapted by that many
+        inner steps (on ``train_episodes``) on the observations of the episodes it sampled."""
+        stages = self.scored_stages(len(train_episodes))
+        lrs = [self.inner_lr] * len(train_episodes) if lrs is None else list(lrs)
+        if len(lrs) != len(train_episodes):
+            raise ValueError(f"{len(train_episodes)} episode batches but {len(lrs)} learning rates")
+        out = []
+        for stage, episodes in zip(stages, self.scored_episodes(train_episodes, valid_episodes, stages)):
+            if stage == 0:  # no inner step (the pretrained and oracle baselines): theta itself acts
+                out.append(vmap(self.policy.dist_params, in_dims=(None, 0))(params, episodes.observations))
+            else:
+                adapted = self.adapt(params, train_episodes[:stage], lrs[:stage], first_order)
+                out.append(vmap(self.policy.dist_params)(adapted, episodes.observations))
+        return out
+
+    def surrogate_and_kl_stages(
+        self, dists: Sequence[tuple[Tensor, ...]], old_dists: Sequence[tuple[Tensor, ...]],
+        episodes: Sequence[Episodes], per_task: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`surrogate_and_kl` averaged over the scored stages (one stage: that stage's)."""
+        terms = [self.surrogate_and_kl(d, o, e, per_task) for d, o, e in zip(dists, old_dists, episodes)]
+        return sum(t[0] for t in terms) / len(terms), sum(t[1] for t in terms) / len(terms)
 
     def linearize(
         self,
@@ -388,11 +450,11 @@ class MAMLTRPO:
         first_order: bool | None = None,
         curvatures: Sequence[InnerCurvature] | None = None,
     ) -> AdaptationLinearization:
-        """``adapt(params, train_episodes)``'s distributions on the valid observations, with J and J^T at params.
+        """The scored stages' distributions (:meth:`stage_dists`), with J and J^T at params.
 
         ``params`` have no task axis. Every inner step is taken once; at each, the per-task inner
-        Hessian is cached for its products (:class:`metarl.curvature.InnerLossHessian`), and at the
-        adapted parameters the distributions' Jacobian (:class:`metarl.curvature.PolicyJacobian`).
+        Hessian is cached for its products (:class:`metarl.curvature.InnerLossHessian`), and at each
+        scored stage's parameters the distributions' Jacobian (:class:`metarl.curvature.PolicyJacobian`).
         ``curvatures`` (second order only): the inner steps' :meth:`inner_curvature` at ``params``
         broadcast over the tasks and at each adapted point, as the sampler computed them on
         ``train_episodes``; they are used instead of being computed again.
@@ -402,13 +464,25 @@ class MAMLTRPO:
         if len(lrs) != len(train_episodes):
             raise ValueError(f"{len(train_episodes)} episode batches but {len(lrs)} learning rates")
         num_tasks = valid_episodes.num_tasks
+        stages = self.scored_stages(len(train_episodes))
+        scored = dict(zip(stages, self.scored_episodes(train_episodes, valid_episodes, stages)))
         # one copy of theta per task (an expanded view): every product then keeps one result per task
         x = {k: v.detach().expand(num_tasks, *v.shape) for k, v in params.items()}
         if curvatures is not None and (first_order or len(curvatures) != len(train_episodes)):
             raise ValueError("curvatures are for second-order updates, one per batch of train episodes")
+
+        def jacobian_on(episodes: Episodes) -> GroupedJacobian:
+            # the distributions group by group of episodes (dim 2 of [tasks, T, E, k])
+            groups = [chunk.observations for chunk, _ in self.chunks(episodes)]
+            return GroupedJacobian([PolicyJacobian(self.policy, x, obs.reshape(num_tasks, -1, obs.shape[-1]))
+                                    for obs in groups], [obs.shape[2] for obs in groups])
+
         used: list[InnerCurvature] = []
+        jacobians: list[GroupedJacobian] = []
         inner_loss = None
         for step, (episodes, lr) in enumerate(zip(train_episodes, lrs)):
+            if step in scored:
+                jacobians.append(jacobian_on(scored[step]))
             if first_order:
                 g, loss = self.inner_gradient(x, episodes)
             else:
@@ -417,33 +491,31 @@ class MAMLTRPO:
                 used.append(curvature)
             inner_loss = loss if inner_loss is None else inner_loss
             x = {k: (x[k] - lr * g[k]).detach() for k in x}
-
-        # the distributions group by group of episodes (dim 2 of [tasks, T, E, k])
-        groups = [chunk.observations for chunk, _ in self.chunks(valid_episodes)]
-        jacobian = GroupedJacobian([PolicyJacobian(self.policy, x, obs.reshape(num_tasks, -1, obs.shape[-1]))
-                                    for obs in groups], [obs.shape[2] for obs in groups])
+        jacobians.append(jacobian_on(valid_episodes))
         return AdaptationLinearization(
-            dist=jacobian.dist,
+            stages=stages,
             inner_loss=None if inner_loss is None else inner_loss.detach(),
-            lrs=lrs if not first_order else [],
+            lrs=lrs,
             curvatures=used,
-            jacobian=jacobian,
+            jacobians=jacobians,
         )
 
     def fisher_vector_product(
-        self, lin: AdaptationLinearization, mask: Tensor, like: Params
+        self, lin: AdaptationLinearization, masks: Sequence[Tensor], like: Params
     ) -> Callable[[Tensor], Tensor]:
         """``v -> (H + damping I) v`` on flat vectors; H = J^T M J is the Hessian of the mean KL at theta.
 
-        M is the distribution's Fisher at ``lin.dist`` weighted as in the mean KL: by
-        ``mask`` [tasks, T, E] over the task's taken steps, then averaged over tasks.
-        ``like``: theta's dict (shapes and order of the flat vectors).
+        M is the distribution's Fisher at ``lin.dists`` weighted as in the mean KL: per scored stage
+        by its episodes' ``masks[s]`` [tasks, T, E] over the task's taken steps, then averaged over
+        tasks and stages. ``like``: theta's dict (shapes and order of the flat vectors).
         """
-        weights = (mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0) / mask.shape[0]).unsqueeze(-1)
+        weights = [(mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0) / (mask.shape[0] * len(masks))).unsqueeze(-1)
+                   for mask in masks]
+        dists = lin.dists
 
         def fvp(v: Tensor) -> Tensor:
             jv = lin.jvp(unflatten(v, like))
-            mjv = tuple(weights * t for t in self.policy.fisher_product(lin.dist, jv))
+            mjv = [tuple(w * t for t in self.policy.fisher_product(d, j)) for w, d, j in zip(weights, dists, jv)]
             return flatten(lin.vjp(mjv)) + self.cg_damping * v
 
         return fvp
@@ -461,17 +533,19 @@ class MAMLTRPO:
         ``curvatures``: optional, the sampler's :meth:`inner_curvature` of each inner step (see
         :meth:`linearize`), which then is not computed again.
 
-        ``train_episodes[k]`` were used for inner step k and ``valid_episodes`` sampled by
-        ``adapt(params, train_episodes)``: that adapted policy is the old policy of the
-        importance ratio and of the KL. A step that does not lower the surrogate within the
-        KL bound, or meets a NaN, is rejected and ``params`` come back unchanged.
+        ``train_episodes[k]`` were used for inner step k and sampled by the policy adapted by the
+        k steps before it; ``valid_episodes`` were sampled by ``adapt(params, train_episodes)``.
+        Those sampling policies are the old policies of the importance ratios and of the KL at
+        each scored stage. A step that does not lower the surrogate within the KL bound, or
+        meets a NaN, is rejected and ``params`` come back unchanged.
         """
         theta0 = {k: v.detach() for k, v in params.items()}
         lin = self.linearize(theta0, train_episodes, valid_episodes, lrs, curvatures=curvatures)
-        old_dist = lin.dist  # same values as the policy that sampled valid_episodes
-        surrogate_of = lambda d: self.surrogate_and_kl(d, old_dist, valid_episodes)[0]  # noqa: E731
+        scored = self.scored_episodes(train_episodes, valid_episodes, lin.stages)
+        old_dists = lin.dists  # same values as the policies that sampled the scored episodes
+        surrogate_of = lambda d: self.surrogate_and_kl_stages(d, old_dists, scored)[0]  # noqa: E731
         # dS/d(dist) is elementwise and cheap; J^T of it is the meta-gradient
-        cotangent, surrogate = grad_and_value(surrogate_of)(old_dist)
+        cotangent, surrogate = grad_and_value(surrogate_of)(old_dists)
         g = flatten(lin.vjp(cotangent))
 
         info: dict[str, float] = {
@@ -484,10 +558,10 @@ class MAMLTRPO:
         if not torch.isfinite(g).all() or not math.isfinite(info["surrogate_before"]):
             return rejected, self._rejected_info(info, nan=True)
 
-        fisher_valid = subsample_tasks(valid_episodes, self.fisher_subsample)
-        if fisher_valid is not valid_episodes:  # the first tasks' share of the cached passes
-            lin = lin.first_tasks(fisher_valid.num_tasks)
-        fvp = self.fisher_vector_product(lin, fisher_valid.mask, theta0)
+        fisher_tasks = subsample_tasks(valid_episodes, self.fisher_subsample).num_tasks
+        if fisher_tasks < valid_episodes.num_tasks:  # the first tasks' share of the cached passes
+            lin = lin.first_tasks(fisher_tasks)
+        fvp = self.fisher_vector_product(lin, [e.mask[:fisher_tasks] for e in scored], theta0)
         x, hx = conjugate_gradient(fvp, g, self.cg_iters)
         del fvp, lin  # free the maps before the line search
         shs = 0.5 * x.dot(hx)
@@ -502,16 +576,17 @@ class MAMLTRPO:
         num_tasks = valid_episodes.num_tasks
         size = -(-num_tasks // self.kl_check_groups)
         groups = [([e.select(tasks=slice(i, i + size)) for e in train_episodes], valid_episodes.select(tasks=slice(i, i + size)),
-                   tuple(t[i : i + size] for t in old_dist)) for i in range(0, num_tasks, size)]
+                   [e.select(tasks=slice(i, i + size)) for e in scored],
+                   [tuple(t[i : i + size] for t in old) for old in old_dists]) for i in range(0, num_tasks, size)]
 
         @torch.no_grad()
         def evaluate(fraction: float) -> tuple[float, float]:
             # values only: the first-order adaptation gives the same adapted parameters
             candidate = {k: theta0[k] + fraction * step_dict[k] for k in theta0}
             loss = kl = 0.0
-            for train, valid, old in groups:
-                new_dist = self.post_adaptation_dist(candidate, train, valid, lrs, first_order=True)
-                group_loss, group_kl = self.surrogate_and_kl(new_dist, old, valid, per_task=True)
+            for train, valid, episodes, old in groups:
+                new_dists = self.stage_dists(candidate, train, valid, lrs, first_order=True)
+                group_loss, group_kl = self.surrogate_and_kl_stages(new_dists, old, episodes, per_task=True)
                 loss += group_loss.sum().item() / num_tasks
                 kl += group_kl.sum().item() / num_tasks
                 if not (math.isfinite(loss) and math.isfinite(kl)) or kl > self.max_kl:

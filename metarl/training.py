@@ -23,7 +23,7 @@ from tqdm import tqdm
 from metarl.checkpoint import drop_log_rows_after, exclusive_run, load_checkpoint, save_checkpoint
 from metarl.config import check_resumable, config_to_dict, dump_toml, load_config
 from metarl.errors import UserError
-from metarl.maml_trpo import InnerCurvature, MAMLTRPO
+from metarl.maml_trpo import META_OBJECTIVES, InnerCurvature, MAMLTRPO
 from metarl import policies
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.sampling import sample_episodes
@@ -50,9 +50,15 @@ class TrainConfig:
     num_inner_steps: int = 1
     inner_lr: float = 0.1  # alpha
     first_order: bool = False
+    # what the meta-update scores: last_step, the policy after all inner steps (the paper); every_step, the mean
+    # of the objectives of the policies after each inner step 1..K, each on the episodes it sampled
+    meta_objective: str = "last_step"
     gamma: float = 0.99
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
+    # the linear baseline's features clip observations to +-baseline_obs_clip (inf: no clipping; rllab, the
+    # paper's code, clips at 10, which learned more slowly on the cheetah rows: README)
+    baseline_obs_clip: float = math.inf
     max_kl: float = 0.01
     cg_iters: int = 10
     cg_damping: float = 1e-5
@@ -80,6 +86,8 @@ class TrainConfig:
             raise UserError(f"config key 'env': unknown environment {self.env!r} (known: {', '.join(envs.ENV_IDS)})")
         if self.method not in METHODS:
             raise UserError(f"config key 'method' must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.meta_objective not in META_OBJECTIVES:
+            raise UserError(f"config key 'meta_objective' must be one of {', '.join(META_OBJECTIVES)}, got {self.meta_objective!r}")
         if self.activation not in ("relu", "tanh"):
             raise UserError(f"config key 'activation' must be 'relu' or 'tanh', got {self.activation!r}")
         positive_ints = ("iterations", "meta_batch_size", "episodes_per_task", "num_inner_steps", "cg_iters",
@@ -98,6 +106,8 @@ class TrainConfig:
                 raise UserError(f"config key {key!r} must be in (0, 1], got {getattr(self, key)}")
         if not 0.0 < self.fisher_subsample <= 1.0:
             raise UserError(f"config key 'fisher_subsample' must be in (0, 1], got {self.fisher_subsample}")
+        if not self.baseline_obs_clip > 0:
+            raise UserError(f"config key 'baseline_obs_clip' must be positive (inf: no clipping), got {self.baseline_obs_clip}")
         if self.cg_damping < 0:
             raise UserError(f"config key 'cg_damping' must be >= 0, got {self.cg_damping}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
@@ -141,7 +151,9 @@ def make_learner(config: TrainConfig, policy) -> MAMLTRPO:
         ls_ratio=config.ls_ratio,
         ls_max_steps=config.ls_max_steps,
         normalize_advantages=config.normalize_advantages,
+        baseline_obs_clip=config.baseline_obs_clip,
         fisher_subsample=config.fisher_subsample,
+        meta_objective=config.meta_objective,
     )
 
 

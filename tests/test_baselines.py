@@ -47,3 +47,19 @@ def test_non_finite_data_fails_naming_the_task():
     obs[1, 4, 0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"tasks \[1\]"):
         LinearFeatureBaseline().fit(obs, torch.randn(3, 10, 2), torch.ones(3, 10, 2))
+
+
+def test_observations_can_be_clipped_as_in_rllab():
+    # A running cheetah's joint velocities exceed 10; rllab's baseline (the MAML paper's) clips at 10.
+    g = torch.Generator().manual_seed(3)
+    obs = 15.0 * torch.randn(2, 20, 4, 3, generator=g)
+    assert (obs.abs() > 10).any()
+    returns = torch.randn(2, 20, 4, generator=g)
+    mask = torch.ones(2, 20, 4)
+    clipped = LinearFeatureBaseline(obs_clip=10.0).fit(obs, returns, mask)
+    torch.testing.assert_close(clipped.weights, LinearFeatureBaseline().fit(obs.clamp(-10, 10), returns, mask).weights)
+    torch.testing.assert_close(clipped.predict(obs, mask), clipped.predict(obs.clamp(-10, 10), mask))
+    unclipped = LinearFeatureBaseline().fit(obs, returns, mask)  # the default
+    assert not torch.allclose(unclipped.predict(obs, mask), clipped.predict(obs, mask))
+    with pytest.raises(ValueError, match="obs_clip"):
+        LinearFeatureBaseline(obs_clip=0.0)

@@ -28,13 +28,14 @@ def _episodes(algo, seed, kind="gaussian", dtype=torch.float64):
     return algo.process(Episodes(obs, actions, rewards, mask))
 
 
-def _setup(kind="gaussian", first_order=False, dtype=torch.float64, inner_lr=0.5):
+def _setup(kind="gaussian", first_order=False, dtype=torch.float64, inner_lr=0.5, meta_objective="last_step"):
     torch.manual_seed(0)
     if kind == "gaussian":
         policy = GaussianMLPPolicy(OBS, 2, hidden_sizes=(5,), activation="tanh", init_std=0.8)
     else:
         policy = CategoricalMLPPolicy(OBS, 3, hidden_sizes=(5,), activation="tanh")
-    algo = MAMLTRPO(policy, inner_lr=inner_lr, first_order=first_order, gamma=0.9, gae_lambda=0.95)
+    algo = MAMLTRPO(policy, inner_lr=inner_lr, first_order=first_order, gamma=0.9, gae_lambda=0.95,
+                    meta_objective=meta_objective)
     params = {k: v.to(dtype) for k, v in policy.init_params(torch.Generator().manual_seed(1)).items()}
     params = {k: v + 0.1 * torch.randn(v.shape, dtype=dtype) for k, v in params.items()}  # non-zero biases
     train = [_episodes(algo, 10, kind, dtype), _episodes(algo, 11, kind, dtype)]
@@ -42,27 +43,36 @@ def _setup(kind="gaussian", first_order=False, dtype=torch.float64, inner_lr=0.5
     return algo, params, train, valid
 
 
-def _meta_objective(algo, train, valid, old_dist, first_order=None):
-    """theta_flat -> (surrogate, kl) of the policies adapted from theta on ``train``."""
+def _scored(algo, train, valid):
+    """The episodes of the scored stages (the valid ones alone with the paper's objective)."""
+    return algo.scored_episodes(train, valid, algo.scored_stages(len(train)))
+
+
+def _meta_objective(algo, train, valid, old_dists, first_order=None):
+    """theta_flat -> (surrogate, kl) of the policies adapted from theta on ``train``, over the scored stages."""
 
     def objective(flat, like):
-        dist = algo.post_adaptation_dist(unflatten(flat, like), train, valid, first_order=first_order)
-        return algo.surrogate_and_kl(dist, old_dist, valid)
+        dists = algo.stage_dists(unflatten(flat, like), train, valid, first_order=first_order)
+        return algo.surrogate_and_kl_stages(dists, old_dists, _scored(algo, train, valid))
 
     return objective
 
 
-def _old_dist(algo, params, train, valid):
+def _old_dists(algo, params, train, valid):
     with torch.no_grad():
-        return algo.post_adaptation_dist(params, train, valid, first_order=True)
+        return algo.stage_dists(params, train, valid, first_order=True)
 
 
-@pytest.mark.parametrize("num_steps", [1, 2])
-def test_second_order_meta_gradient_matches_finite_differences(num_steps):
-    algo, params, train, valid = _setup()
+def _shifted(dists):
+    """Old policies other than the current ones: importance ratios != 1."""
+    return [tuple(o + 0.05 for o in dist) for dist in dists]
+
+
+@pytest.mark.parametrize("num_steps,meta_objective", [(1, "last_step"), (2, "last_step"), (2, "every_step")])
+def test_second_order_meta_gradient_matches_finite_differences(num_steps, meta_objective):
+    algo, params, train, valid = _setup(meta_objective=meta_objective)
     train = train[:num_steps]
-    old = _old_dist(algo, params, train, valid)
-    old = tuple(o + 0.05 for o in old)  # an old policy other than the current one: ratio != 1
+    old = _shifted(_old_dists(algo, params, train, valid))
     objective = _meta_objective(algo, train, valid, old)
     flat = flatten(params).requires_grad_(True)
     (grad,) = torch.autograd.grad(objective(flat, params)[0], flat)
@@ -80,43 +90,48 @@ def test_second_order_meta_gradient_matches_finite_differences(num_steps):
 
 def test_first_order_meta_gradient_is_the_gradient_at_the_adapted_params():
     algo, params, train, valid = _setup(first_order=True)
-    old = tuple(o + 0.05 for o in _old_dist(algo, params, train, valid))
+    old = _shifted(_old_dists(algo, params, train, valid))
     flat = flatten(params).requires_grad_(True)
     (grad,) = torch.autograd.grad(_meta_objective(algo, train, valid, old)(flat, params)[0], flat)
     with torch.no_grad():
         adapted = algo.adapt(params, train)
     adapted = {k: v.clone().requires_grad_(True) for k, v in adapted.items()}
-    surrogate, _ = algo.surrogate_and_kl(vmap(algo.policy.dist_params)(adapted, valid.observations), old, valid)
+    surrogate, _ = algo.surrogate_and_kl(vmap(algo.policy.dist_params)(adapted, valid.observations), old[-1], valid)
     per_task = torch.autograd.grad(surrogate, list(adapted.values()))
     expected = flatten({k: g.sum(0) for k, g in zip(adapted, per_task)})  # theta'_i = theta + const_i
     torch.testing.assert_close(grad, expected)
 
 
-@pytest.mark.parametrize("kind,first_order,num_steps,chunk", [
-    ("gaussian", False, 1, 5), ("gaussian", False, 2, 5), ("gaussian", True, 1, 5), ("gaussian", True, 2, 5),
-    ("categorical", False, 2, 5),
+@pytest.mark.parametrize("kind,first_order,num_steps,chunk,meta_objective", [
+    ("gaussian", False, 1, 5, "last_step"), ("gaussian", False, 2, 5, "last_step"),
+    ("gaussian", True, 1, 5, "last_step"), ("gaussian", True, 2, 5, "last_step"),
+    ("categorical", False, 2, 5, "last_step"),
     # the update's passes over groups of episodes (2 + 1 and 1 + 1 + 1 of E = 3, with masked steps)
-    ("gaussian", False, 2, 2), ("gaussian", True, 2, 1), ("categorical", False, 1, 1),
+    ("gaussian", False, 2, 2, "last_step"), ("gaussian", True, 2, 1, "last_step"), ("categorical", False, 1, 1, "last_step"),
+    # the objective over every inner step's policy
+    ("gaussian", False, 2, 2, "every_step"), ("gaussian", True, 2, 5, "every_step"), ("categorical", False, 2, 5, "every_step"),
 ])
-def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, chunk):
-    algo, params, train, valid = _setup(kind, first_order)
+def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, chunk, meta_objective):
+    algo, params, train, valid = _setup(kind, first_order, meta_objective=meta_objective)
     algo.chunk_samples = TASKS * T * chunk + TASKS  # a little over `chunk` episodes: rounds down
     assert len(algo.chunks(valid)) == -(-E // chunk)
     train = train[:num_steps]
-    old = _old_dist(algo, params, train, valid)
+    old = _old_dists(algo, params, train, valid)
+    assert len(old) == (num_steps if meta_objective == "every_step" else 1)
     kl_of = _meta_objective(algo, train, valid, old)
     hessian = torch.autograd.functional.hessian(lambda f: kl_of(f, params)[1], flatten(params))
     lin = algo.linearize(params, train, valid)
-    for d, o in zip(lin.dist, old):
-        torch.testing.assert_close(d, o)
-    fvp = algo.fisher_vector_product(lin, valid.mask, params)
+    for dist, old_dist in zip(lin.dists, old, strict=True):
+        for d, o in zip(dist, old_dist, strict=True):
+            torch.testing.assert_close(d, o)
+    fvp = algo.fisher_vector_product(lin, [e.mask for e in _scored(algo, train, valid)], params)
     v = torch.randn(hessian.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(fvp(v), hessian @ v + algo.cg_damping * v, rtol=1e-7, atol=1e-10)
     torch.testing.assert_close(fvp(2 * v), 2 * fvp(v))  # the maps stay valid across calls
     # J^T of dS/d(dist) from the same maps is the meta-gradient (the gradient of the surrogate).
-    old_ratio = tuple(o + 0.05 for o in old)  # an old policy other than the current one: ratio != 1
-    surrogate_of = lambda d: algo.surrogate_and_kl(d, old_ratio, valid)[0]  # noqa: E731
-    cotangent = torch.func.grad(surrogate_of)(lin.dist)
+    old_ratio = _shifted(old)
+    surrogate_of = lambda d: algo.surrogate_and_kl_stages(d, old_ratio, _scored(algo, train, valid))[0]  # noqa: E731
+    cotangent = torch.func.grad(surrogate_of)(lin.dists)
     flat = flatten(params).requires_grad_(True)
     (expected,) = torch.autograd.grad(_meta_objective(algo, train, valid, old_ratio)(flat, params)[0], flat)
     torch.testing.assert_close(flatten(lin.vjp(cotangent)), expected)
@@ -131,18 +146,18 @@ def test_subsampled_fisher_is_the_kl_hessian_on_the_first_tasks(first_order):
     assert sub_valid.num_tasks == 1 and sub_valid.episodes_per_task == E
     assert torch.equal(sub_valid.mask, valid.mask[:1]) and torch.equal(sub_train[1].advantages, train[1].advantages[:1])
     assert subsample_tasks(valid, 0.01).num_tasks == 1 and subsample_tasks(valid, 1.0) is valid
-    old = _old_dist(algo, params, sub_train, sub_valid)
+    old = _old_dists(algo, params, sub_train, sub_valid)
     kl_of = _meta_objective(algo, sub_train, sub_valid, old)
     hessian = torch.autograd.functional.hessian(lambda f: kl_of(f, params)[1], flatten(params))
-    fvp = algo.fisher_vector_product(algo.linearize(params, sub_train, sub_valid), sub_valid.mask, params)
+    fvp = algo.fisher_vector_product(algo.linearize(params, sub_train, sub_valid), [sub_valid.mask], params)
     v = torch.randn(hessian.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     torch.testing.assert_close(fvp(v), hessian @ v + algo.cg_damping * v, rtol=1e-7, atol=1e-10)
     # the update takes it from the full-data passes restricted to those tasks (nothing recomputed): the same
     restricted = algo.linearize(params, train, valid).first_tasks(sub_valid.num_tasks)
-    torch.testing.assert_close(algo.fisher_vector_product(restricted, sub_valid.mask, params)(v),
+    torch.testing.assert_close(algo.fisher_vector_product(restricted, [sub_valid.mask], params)(v),
                                hessian @ v + algo.cg_damping * v, rtol=1e-7, atol=1e-10)
     # ... and differs from the full-data product (checked against its Hessian above): the subsample is used.
-    full = algo.fisher_vector_product(algo.linearize(params, train, valid), valid.mask, params)
+    full = algo.fisher_vector_product(algo.linearize(params, train, valid), [valid.mask], params)
     assert (full(v) - hessian @ v).abs().max() > 1e-3
 
 
@@ -155,9 +170,9 @@ def test_subsampled_step_uses_every_task_for_gradient_and_line_search():
     for key in ("surrogate_before", "inner_loss", "grad_norm"):
         assert info[key] == full_info[key]
     assert info["step_norm"] != pytest.approx(full_info["step_norm"])  # another metric, another direction
-    old = _old_dist(algo, params, train, valid)
+    old = _old_dists(algo, params, train, valid)
     with torch.no_grad():
-        surrogate, kl = algo.surrogate_and_kl(algo.post_adaptation_dist(new, train, valid), old, valid)
+        surrogate, kl = algo.surrogate_and_kl_stages(algo.stage_dists(new, train, valid), old, [valid])
     assert surrogate.item() == pytest.approx(info["surrogate_after"], rel=1e-5)
     assert kl.item() == pytest.approx(info["kl"], rel=1e-5)
     with pytest.raises(ValueError, match="fisher_subsample"):
@@ -190,9 +205,9 @@ def test_step_improves_surrogate_within_kl_bound(first_order):
     new, info = algo.step(params, train, valid)
     assert info["accepted"] == 1.0 and info["nan"] == 0.0
     assert info["surrogate_after"] < info["surrogate_before"] and 0 < info["kl"] <= algo.max_kl
-    old = _old_dist(algo, params, train, valid)
+    old = _old_dists(algo, params, train, valid)
     with torch.no_grad():
-        surrogate, kl = algo.surrogate_and_kl(algo.post_adaptation_dist(new, train, valid), old, valid)
+        surrogate, kl = algo.surrogate_and_kl_stages(algo.stage_dists(new, train, valid), old, [valid])
     assert surrogate.item() == pytest.approx(info["surrogate_after"], rel=1e-5)
     assert kl.item() == pytest.approx(info["kl"], rel=1e-5)
     assert all(not torch.equal(new[k], params[k]) for k in ("l0.weight", "log_std"))
@@ -206,8 +221,8 @@ def test_line_search_stops_a_candidate_early_once_its_kl_exceeds_the_bound(monke
     algo.kl_check_groups = 1
     whole, whole_info = algo.step(params, train, valid)
     calls = []
-    original = algo.post_adaptation_dist
-    monkeypatch.setattr(algo, "post_adaptation_dist", lambda *a, **k: calls.append(a[2].num_tasks) or original(*a, **k))
+    original = algo.stage_dists
+    monkeypatch.setattr(algo, "stage_dists", lambda *a, **k: calls.append(a[2].num_tasks) or original(*a, **k))
     algo.kl_check_groups = TASKS
     grouped, grouped_info = algo.step(params, train, valid)
     assert whole_info["accepted"] == 1.0 and whole_info["ls_steps"] > 1
