@@ -424,13 +424,14 @@ class MAMLTRPO:
         lrs = [self.inner_lr] * len(train_episodes) if lrs is None else list(lrs)
         if len(lrs) != len(train_episodes):
             raise ValueError(f"{len(train_episodes)} episode batches but {len(lrs)} learning rates")
+        if stages == [0]:  # no inner step (the pretrained and oracle baselines): theta itself acts
+            return [vmap(self.policy.dist_params, in_dims=(None, 0))(params, valid_episodes.observations)]
+        scored = dict(zip(stages, self.scored_episodes(train_episodes, valid_episodes, stages)))
         out = []
-        for stage, episodes in zip(stages, self.scored_episodes(train_episodes, valid_episodes, stages)):
-            if stage == 0:  # no inner step (the pretrained and oracle baselines): theta itself acts
-                out.append(vmap(self.policy.dist_params, in_dims=(None, 0))(params, episodes.observations))
-            else:
-                adapted = self.adapt(params, train_episodes[:stage], lrs[:stage], first_order)
-                out.append(vmap(self.policy.dist_params)(adapted, episodes.observations))
+        for step, (episodes, lr) in enumerate(zip(train_episodes, lrs)):
+            params = self.inner_step(params, episodes, lr, first_order)
+            if step + 1 in scored:
+                out.append(vmap(self.policy.dist_params)(params, scored[step + 1].observations))
         return out
 
     def surrogate_and_kl_stages(
