@@ -50,7 +50,7 @@ def compare_fractions(run_dir: str, fractions: list[float]) -> dict:
 
     full = learner.linearize(params, train, valid, lrs, curvatures=curvatures)
     scored = learner.scored_episodes(train, valid, full.stages)
-    surrogate = lambda dists: learner.surrogate_and_kl_stages(dists, full.dists, scored)[0]  # noqa: E731
+    surrogate = lambda dists: learner.surrogate_and_kl_stages(dists, full.dists, scored, full.weights)[0]  # noqa: E731
     g = flatten(full.vjp(torch.func.grad(surrogate)(full.dists)))
     full_metric = learner.fisher_vector_product(full, [e.mask for e in scored], params)
 

@@ -10,11 +10,11 @@ sampled the post-adaptation episodes:
     min_theta  S(theta) = mean_i E_i[ -pi_theta'_i(a|s) / pi_old_i(a|s) * A ]
     s.t.       KL(theta) = mean_i E_i[ KL(pi_old_i(.|s) || pi_theta'_i(.|s)) ] <= max_kl
 
-E_i is the mask-weighted mean over the task's taken steps. With ``meta_objective =
-"every_step"`` S and KL are instead the means over k = 1..K of these terms for the policy
-after k inner steps, on the episodes that policy sampled (the train batch of step k + 1, the
-valid batch for k = K): the initialization is then scored on every step of its adaptation,
-not only the last. The step direction solves
+E_i is the mask-weighted mean over the task's taken steps. With ``meta_step_weights``
+(w_1..w_K) S and KL are instead the w-weighted means over k = 1..K of these terms for the
+policy after k inner steps, on the episodes that policy sampled (the train batch of step
+k + 1, the valid batch for k = K): the initialization is then scored on several steps of its
+adaptation, not only the last (the paper's objective is w = (0, ..., 0, 1)). The step direction solves
 ``H x = grad S`` by conjugate gradient, where H is the Hessian of KL at theta. Because KL
 is zero with zero gradient there, H is exactly the Gauss-Newton matrix ``J^T M J``: J is
 the Jacobian of the post-adaptation distribution parameters (per step) with respect to
@@ -58,11 +58,6 @@ from metarl.curvature import InnerLossHessian, PolicyJacobian
 from metarl.episodes import Episodes, discounted_returns, gae, masked_mean, normalize_per_task
 from metarl.policies import Params, Policy
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten, unflatten
-
-
-# last_step: the paper's objective, the policy after all inner steps; every_step: the mean of the objectives
-# after each inner step (1..K) on the episodes each of those policies sampled
-META_OBJECTIVES = ("last_step", "every_step")
 
 
 @dataclass
@@ -111,6 +106,7 @@ class AdaptationLinearization:
     """
 
     stages: list[int]
+    weights: list[float]  # per scored stage, its weight in the objective and the KL (summing to 1)
     inner_loss: Tensor | None
     lrs: list[float]  # per inner step
     curvatures: list["InnerCurvature"]  # per inner step, its Hessian products (empty: first order, no H terms)
@@ -154,6 +150,7 @@ class AdaptationLinearization:
         """The linearization of the first ``n`` tasks alone, from the cached passes (nothing recomputed)."""
         return AdaptationLinearization(
             stages=self.stages,
+            weights=self.weights,
             inner_loss=None if self.inner_loss is None else self.inner_loss[:n],
             lrs=self.lrs,
             curvatures=[curvature.first_tasks(n) for curvature in self.curvatures],
@@ -250,7 +247,7 @@ class MAMLTRPO:
         fisher_subsample: float = 1.0,
         chunk_samples: int = 80_000,
         kl_check_groups: int = 4,
-        meta_objective: str = "last_step",
+        meta_step_weights: Sequence[float] | None = None,
     ):
         if not 0.0 < fisher_subsample <= 1.0:
             raise ValueError(f"fisher_subsample must be in (0, 1], got {fisher_subsample}")
@@ -270,9 +267,10 @@ class MAMLTRPO:
         if kl_check_groups < 1:
             raise ValueError(f"kl_check_groups must be >= 1, got {kl_check_groups}")
         self.kl_check_groups = int(kl_check_groups)
-        if meta_objective not in META_OBJECTIVES:
-            raise ValueError(f"meta_objective must be one of {', '.join(META_OBJECTIVES)}, got {meta_objective!r}")
-        self.meta_objective = meta_objective
+        weights = None if meta_step_weights is None else [float(w) for w in meta_step_weights]
+        if weights is not None and not (weights and all(w >= 0 and math.isfinite(w) for w in weights) and weights[-1] > 0):
+            raise ValueError(f"meta_step_weights must be finite and >= 0 with the last > 0, got {meta_step_weights}")
+        self.meta_step_weights = weights
 
     # ------------------------------------------------------------------ advantages
     def process(self, episodes: Episodes) -> Episodes:
@@ -399,11 +397,16 @@ class MAMLTRPO:
         kl = masked_mean(self.policy.kl(old_dist, dist), mask)
         return (surrogate, kl) if per_task else (surrogate.mean(), kl.mean())
 
-    def scored_stages(self, num_steps: int) -> list[int]:
-        """The numbers of inner steps after which the meta-objective scores the policy (see ``meta_objective``)."""
-        if self.meta_objective == "every_step" and num_steps > 0:
-            return list(range(1, num_steps + 1))
-        return [num_steps]
+    def scored_stages(self, num_steps: int) -> tuple[list[int], list[float]]:
+        """The numbers of inner steps after which the meta-objective scores the policy, and their weights
+        (summing to 1): the last stage alone unless ``meta_step_weights`` (one per inner step) says otherwise."""
+        if self.meta_step_weights is None or num_steps == 0:
+            return [num_steps], [1.0]
+        if len(self.meta_step_weights) != num_steps:
+            raise ValueError(f"{num_steps} inner steps but {len(self.meta_step_weights)} meta_step_weights")
+        total = sum(self.meta_step_weights)
+        stages = [k + 1 for k, w in enumerate(self.meta_step_weights) if w > 0]
+        return stages, [self.meta_step_weights[k - 1] / total for k in stages]
 
     @staticmethod
     def scored_episodes(train_episodes: Sequence[Episodes], valid_episodes: Episodes, stages: Sequence[int]) -> list[Episodes]:
@@ -420,7 +423,7 @@ class MAMLTRPO:
     ) -> list[tuple[Tensor, ...]]:
         """Per scored stage, the distribution parameters [tasks, T, E, k] of the policy adapted by that many
         inner steps (on ``train_episodes``) on the observations of the episodes it sampled."""
-        stages = self.scored_stages(len(train_episodes))
+        stages, _ = self.scored_stages(len(train_episodes))
         lrs = [self.inner_lr] * len(train_episodes) if lrs is None else list(lrs)
         if len(lrs) != len(train_episodes):
             raise ValueError(f"{len(train_episodes)} episode batches but {len(lrs)} learning rates")
@@ -436,11 +439,15 @@ class MAMLTRPO:
 
     def surrogate_and_kl_stages(
         self, dists: Sequence[tuple[Tensor, ...]], old_dists: Sequence[tuple[Tensor, ...]],
-        episodes: Sequence[Episodes], per_task: bool = False,
+        episodes: Sequence[Episodes], weights: Sequence[float], per_task: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        """:meth:`surrogate_and_kl` averaged over the scored stages (one stage: that stage's)."""
+        """:meth:`surrogate_and_kl` of each scored stage, combined with the stages' ``weights`` (see :meth:`scored_stages`)."""
+        if not len(dists) == len(old_dists) == len(episodes) == len(weights):
+            raise ValueError(f"{len(dists)} distributions, {len(old_dists)} old ones, {len(episodes)} batches, {len(weights)} weights")
         terms = [self.surrogate_and_kl(d, o, e, per_task) for d, o, e in zip(dists, old_dists, episodes)]
-        return sum(t[0] for t in terms) / len(terms), sum(t[1] for t in terms) / len(terms)
+        if len(terms) == 1:  # the paper's objective: exactly the last stage's terms
+            return terms[0]
+        return sum(w * t[0] for w, t in zip(weights, terms)), sum(w * t[1] for w, t in zip(weights, terms))
 
     def linearize(
         self,
@@ -465,7 +472,7 @@ class MAMLTRPO:
         if len(lrs) != len(train_episodes):
             raise ValueError(f"{len(train_episodes)} episode batches but {len(lrs)} learning rates")
         num_tasks = valid_episodes.num_tasks
-        stages = self.scored_stages(len(train_episodes))
+        stages, weights = self.scored_stages(len(train_episodes))
         scored = dict(zip(stages, self.scored_episodes(train_episodes, valid_episodes, stages)))
         # one copy of theta per task (an expanded view): every product then keeps one result per task
         x = {k: v.detach().expand(num_tasks, *v.shape) for k, v in params.items()}
@@ -495,6 +502,7 @@ class MAMLTRPO:
         jacobians.append(jacobian_on(valid_episodes))
         return AdaptationLinearization(
             stages=stages,
+            weights=weights,
             inner_loss=None if inner_loss is None else inner_loss.detach(),
             lrs=lrs,
             curvatures=used,
@@ -508,10 +516,10 @@ class MAMLTRPO:
 
         M is the distribution's Fisher at ``lin.dists`` weighted as in the mean KL: per scored stage
         by its episodes' ``masks[s]`` [tasks, T, E] over the task's taken steps, then averaged over
-        tasks and stages. ``like``: theta's dict (shapes and order of the flat vectors).
+        tasks, then by the stages' weights. ``like``: theta's dict (shapes and order of the flat vectors).
         """
-        weights = [(mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0) / (mask.shape[0] * len(masks))).unsqueeze(-1)
-                   for mask in masks]
+        weights = [(stage_weight * mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0) / mask.shape[0]).unsqueeze(-1)
+                   for stage_weight, mask in zip(lin.weights, masks, strict=True)]
         dists = lin.dists
 
         def fvp(v: Tensor) -> Tensor:
@@ -543,8 +551,9 @@ class MAMLTRPO:
         theta0 = {k: v.detach() for k, v in params.items()}
         lin = self.linearize(theta0, train_episodes, valid_episodes, lrs, curvatures=curvatures)
         scored = self.scored_episodes(train_episodes, valid_episodes, lin.stages)
+        stage_weights = lin.weights
         old_dists = lin.dists  # same values as the policies that sampled the scored episodes
-        surrogate_of = lambda d: self.surrogate_and_kl_stages(d, old_dists, scored)[0]  # noqa: E731
+        surrogate_of = lambda d: self.surrogate_and_kl_stages(d, old_dists, scored, lin.weights)[0]  # noqa: E731
         # dS/d(dist) is elementwise and cheap; J^T of it is the meta-gradient
         cotangent, surrogate = grad_and_value(surrogate_of)(old_dists)
         g = flatten(lin.vjp(cotangent))
@@ -587,7 +596,7 @@ class MAMLTRPO:
             loss = kl = 0.0
             for train, valid, episodes, old in groups:
                 new_dists = self.stage_dists(candidate, train, valid, lrs, first_order=True)
-                group_loss, group_kl = self.surrogate_and_kl_stages(new_dists, old, episodes, per_task=True)
+                group_loss, group_kl = self.surrogate_and_kl_stages(new_dists, old, episodes, stage_weights, per_task=True)
                 loss += group_loss.sum().item() / num_tasks
                 kl += group_kl.sum().item() / num_tasks
                 if not (math.isfinite(loss) and math.isfinite(kl)) or kl > self.max_kl:

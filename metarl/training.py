@@ -23,7 +23,7 @@ from tqdm import tqdm
 from metarl.checkpoint import drop_log_rows_after, exclusive_run, load_checkpoint, save_checkpoint
 from metarl.config import check_resumable, config_to_dict, dump_toml, load_config
 from metarl.errors import UserError
-from metarl.maml_trpo import META_OBJECTIVES, InnerCurvature, MAMLTRPO
+from metarl.maml_trpo import InnerCurvature, MAMLTRPO
 from metarl import policies
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.sampling import sample_episodes
@@ -50,9 +50,9 @@ class TrainConfig:
     num_inner_steps: int = 1
     inner_lr: float = 0.1  # alpha
     first_order: bool = False
-    # what the meta-update scores: last_step, the policy after all inner steps (the paper); every_step, the mean
-    # of the objectives of the policies after each inner step 1..K, each on the episodes it sampled
-    meta_objective: str = "last_step"
+    # the meta-objective's weight on the policy after each inner step 1..K, each scored on the episodes it
+    # sampled (normalized to sum 1); empty: the paper's, the policy after all K steps alone
+    meta_step_weights: tuple[float, ...] = ()
     gamma: float = 0.99
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
@@ -86,8 +86,12 @@ class TrainConfig:
             raise UserError(f"config key 'env': unknown environment {self.env!r} (known: {', '.join(envs.ENV_IDS)})")
         if self.method not in METHODS:
             raise UserError(f"config key 'method' must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.meta_objective not in META_OBJECTIVES:
-            raise UserError(f"config key 'meta_objective' must be one of {', '.join(META_OBJECTIVES)}, got {self.meta_objective!r}")
+        if self.meta_step_weights:
+            weights = list(self.meta_step_weights)
+            if len(weights) != self.num_inner_steps:
+                raise UserError(f"config key 'meta_step_weights' needs one weight per inner step ({self.num_inner_steps}), got {weights}")
+            if not all(w >= 0 and math.isfinite(w) for w in weights) or not weights[-1] > 0:
+                raise UserError(f"config key 'meta_step_weights' must be finite and >= 0 with the last > 0, got {weights}")
         if self.activation not in ("relu", "tanh"):
             raise UserError(f"config key 'activation' must be 'relu' or 'tanh', got {self.activation!r}")
         positive_ints = ("iterations", "meta_batch_size", "episodes_per_task", "num_inner_steps", "cg_iters",
@@ -153,7 +157,7 @@ def make_learner(config: TrainConfig, policy) -> MAMLTRPO:
         normalize_advantages=config.normalize_advantages,
         baseline_obs_clip=config.baseline_obs_clip,
         fisher_subsample=config.fisher_subsample,
-        meta_objective=config.meta_objective,
+        meta_step_weights=list(config.meta_step_weights) or None,
     )
 
 

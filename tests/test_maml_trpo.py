@@ -28,14 +28,14 @@ def _episodes(algo, seed, kind="gaussian", dtype=torch.float64):
     return algo.process(Episodes(obs, actions, rewards, mask))
 
 
-def _setup(kind="gaussian", first_order=False, dtype=torch.float64, inner_lr=0.5, meta_objective="last_step"):
+def _setup(kind="gaussian", first_order=False, dtype=torch.float64, inner_lr=0.5, meta_step_weights=None):
     torch.manual_seed(0)
     if kind == "gaussian":
         policy = GaussianMLPPolicy(OBS, 2, hidden_sizes=(5,), activation="tanh", init_std=0.8)
     else:
         policy = CategoricalMLPPolicy(OBS, 3, hidden_sizes=(5,), activation="tanh")
     algo = MAMLTRPO(policy, inner_lr=inner_lr, first_order=first_order, gamma=0.9, gae_lambda=0.95,
-                    meta_objective=meta_objective)
+                    meta_step_weights=meta_step_weights)
     params = {k: v.to(dtype) for k, v in policy.init_params(torch.Generator().manual_seed(1)).items()}
     params = {k: v + 0.1 * torch.randn(v.shape, dtype=dtype) for k, v in params.items()}  # non-zero biases
     train = [_episodes(algo, 10, kind, dtype), _episodes(algo, 11, kind, dtype)]
@@ -45,7 +45,11 @@ def _setup(kind="gaussian", first_order=False, dtype=torch.float64, inner_lr=0.5
 
 def _scored(algo, train, valid):
     """The episodes of the scored stages (the valid ones alone with the paper's objective)."""
-    return algo.scored_episodes(train, valid, algo.scored_stages(len(train)))
+    return algo.scored_episodes(train, valid, algo.scored_stages(len(train))[0])
+
+
+def _weights(algo, train):
+    return algo.scored_stages(len(train))[1]
 
 
 def _meta_objective(algo, train, valid, old_dists, first_order=None):
@@ -53,7 +57,7 @@ def _meta_objective(algo, train, valid, old_dists, first_order=None):
 
     def objective(flat, like):
         dists = algo.stage_dists(unflatten(flat, like), train, valid, first_order=first_order)
-        return algo.surrogate_and_kl_stages(dists, old_dists, _scored(algo, train, valid))
+        return algo.surrogate_and_kl_stages(dists, old_dists, _scored(algo, train, valid), _weights(algo, train))
 
     return objective
 
@@ -68,9 +72,9 @@ def _shifted(dists):
     return [tuple(o + 0.05 for o in dist) for dist in dists]
 
 
-@pytest.mark.parametrize("num_steps,meta_objective", [(1, "last_step"), (2, "last_step"), (2, "every_step")])
-def test_second_order_meta_gradient_matches_finite_differences(num_steps, meta_objective):
-    algo, params, train, valid = _setup(meta_objective=meta_objective)
+@pytest.mark.parametrize("num_steps,weights", [(1, None), (2, None), (2, [1.0, 2.0])])
+def test_second_order_meta_gradient_matches_finite_differences(num_steps, weights):
+    algo, params, train, valid = _setup(meta_step_weights=weights)
     train = train[:num_steps]
     old = _shifted(_old_dists(algo, params, train, valid))
     objective = _meta_objective(algo, train, valid, old)
@@ -102,22 +106,22 @@ def test_first_order_meta_gradient_is_the_gradient_at_the_adapted_params():
     torch.testing.assert_close(grad, expected)
 
 
-@pytest.mark.parametrize("kind,first_order,num_steps,chunk,meta_objective", [
-    ("gaussian", False, 1, 5, "last_step"), ("gaussian", False, 2, 5, "last_step"),
-    ("gaussian", True, 1, 5, "last_step"), ("gaussian", True, 2, 5, "last_step"),
-    ("categorical", False, 2, 5, "last_step"),
+@pytest.mark.parametrize("kind,first_order,num_steps,chunk,weights", [
+    ("gaussian", False, 1, 5, None), ("gaussian", False, 2, 5, None),
+    ("gaussian", True, 1, 5, None), ("gaussian", True, 2, 5, None),
+    ("categorical", False, 2, 5, None),
     # the update's passes over groups of episodes (2 + 1 and 1 + 1 + 1 of E = 3, with masked steps)
-    ("gaussian", False, 2, 2, "last_step"), ("gaussian", True, 2, 1, "last_step"), ("categorical", False, 1, 1, "last_step"),
-    # the objective over every inner step's policy
-    ("gaussian", False, 2, 2, "every_step"), ("gaussian", True, 2, 5, "every_step"), ("categorical", False, 2, 5, "every_step"),
+    ("gaussian", False, 2, 2, None), ("gaussian", True, 2, 1, None), ("categorical", False, 1, 1, None),
+    # the objective over several inner steps' policies
+    ("gaussian", False, 2, 2, [1.0, 3.0]), ("gaussian", True, 2, 5, [1.0, 1.0]), ("categorical", False, 2, 5, [2.0, 1.0]),
 ])
-def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, chunk, meta_objective):
-    algo, params, train, valid = _setup(kind, first_order, meta_objective=meta_objective)
+def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, chunk, weights):
+    algo, params, train, valid = _setup(kind, first_order, meta_step_weights=weights)
     algo.chunk_samples = TASKS * T * chunk + TASKS  # a little over `chunk` episodes: rounds down
     assert len(algo.chunks(valid)) == -(-E // chunk)
     train = train[:num_steps]
     old = _old_dists(algo, params, train, valid)
-    assert len(old) == (num_steps if meta_objective == "every_step" else 1)
+    assert len(old) == (num_steps if weights else 1)
     kl_of = _meta_objective(algo, train, valid, old)
     hessian = torch.autograd.functional.hessian(lambda f: kl_of(f, params)[1], flatten(params))
     lin = algo.linearize(params, train, valid)
@@ -130,7 +134,7 @@ def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, 
     torch.testing.assert_close(fvp(2 * v), 2 * fvp(v))  # the maps stay valid across calls
     # J^T of dS/d(dist) from the same maps is the meta-gradient (the gradient of the surrogate).
     old_ratio = _shifted(old)
-    surrogate_of = lambda d: algo.surrogate_and_kl_stages(d, old_ratio, _scored(algo, train, valid))[0]  # noqa: E731
+    surrogate_of = lambda d: algo.surrogate_and_kl_stages(d, old_ratio, _scored(algo, train, valid), _weights(algo, train))[0]  # noqa: E731
     cotangent = torch.func.grad(surrogate_of)(lin.dists)
     flat = flatten(params).requires_grad_(True)
     (expected,) = torch.autograd.grad(_meta_objective(algo, train, valid, old_ratio)(flat, params)[0], flat)
@@ -172,7 +176,7 @@ def test_subsampled_step_uses_every_task_for_gradient_and_line_search():
     assert info["step_norm"] != pytest.approx(full_info["step_norm"])  # another metric, another direction
     old = _old_dists(algo, params, train, valid)
     with torch.no_grad():
-        surrogate, kl = algo.surrogate_and_kl_stages(algo.stage_dists(new, train, valid), old, [valid])
+        surrogate, kl = algo.surrogate_and_kl_stages(algo.stage_dists(new, train, valid), old, [valid], [1.0])
     assert surrogate.item() == pytest.approx(info["surrogate_after"], rel=1e-5)
     assert kl.item() == pytest.approx(info["kl"], rel=1e-5)
     with pytest.raises(ValueError, match="fisher_subsample"):
@@ -207,7 +211,7 @@ def test_step_improves_surrogate_within_kl_bound(first_order):
     assert info["surrogate_after"] < info["surrogate_before"] and 0 < info["kl"] <= algo.max_kl
     old = _old_dists(algo, params, train, valid)
     with torch.no_grad():
-        surrogate, kl = algo.surrogate_and_kl_stages(algo.stage_dists(new, train, valid), old, [valid])
+        surrogate, kl = algo.surrogate_and_kl_stages(algo.stage_dists(new, train, valid), old, [valid], [1.0])
     assert surrogate.item() == pytest.approx(info["surrogate_after"], rel=1e-5)
     assert kl.item() == pytest.approx(info["kl"], rel=1e-5)
     assert all(not torch.equal(new[k], params[k]) for k in ("l0.weight", "log_std"))
@@ -276,3 +280,15 @@ def test_grouped_inner_step_equals_the_step_on_all_episodes():
     grouped = algo.inner_step(params, train[0], 0.5, first_order=True)  # groups of 2 + 1 episodes
     for k in whole:
         torch.testing.assert_close(grouped[k], whole[k].detach())
+
+
+def test_meta_step_weights_pick_and_normalize_the_scored_stages():
+    algo, _, _, _ = _setup(meta_step_weights=[1.0, 0.0, 3.0])
+    assert algo.scored_stages(3) == ([1, 3], [0.25, 0.75])  # a zero weight leaves its stage out
+    assert algo.scored_stages(0) == ([0], [1.0])  # no inner step: theta itself
+    with pytest.raises(ValueError, match="3 meta_step_weights"):
+        algo.scored_stages(2)
+    assert _setup()[0].scored_stages(2) == ([2], [1.0])  # the paper's: the last stage alone
+    for bad in ([1.0, 0.0], [-1.0, 1.0], [float("nan"), 1.0], []):
+        with pytest.raises(ValueError, match="meta_step_weights"):
+            MAMLTRPO(algo.policy, inner_lr=0.1, meta_step_weights=bad)
