@@ -127,22 +127,25 @@ class AdaptationLinearization:
     def jvp(self, v: Params) -> list[tuple[Tensor, ...]]:
         """J v: a tangent of theta (no task axis) -> per scored stage, tangents of its dists [tasks, T, E, k]."""
         w = {k: t.expand(self.num_tasks, *t.shape) for k, t in v.items()}
+        jacobian_at = dict(zip(self.stages, self.jacobians))
         out = []
         for stage in range(self.stages[-1] + 1):
-            if stage in self.stages:
-                out.append(self.jacobians[self.stages.index(stage)].jvp(w))
+            if stage in jacobian_at:
+                out.append(jacobian_at[stage].jvp(w))
             if stage < self.stages[-1]:
                 w = self._through_step(stage, w)
         return out
 
     def vjp(self, u: Sequence[tuple[Tensor, ...]]) -> Params:
         """J^T u: per scored stage, cotangents of its dists -> a cotangent of theta (no task axis, tasks summed)."""
+        at = {stage: (jacobian, cotangent) for stage, jacobian, cotangent in zip(self.stages, self.jacobians, u, strict=True)}
         z: Params | None = None
         for stage in range(self.stages[-1], -1, -1):
             if stage < self.stages[-1]:
                 z = self._through_step(stage, z)
-            if stage in self.stages:
-                pulled = self.jacobians[self.stages.index(stage)].vjp(u[self.stages.index(stage)])
+            if stage in at:
+                jacobian, cotangent = at[stage]
+                pulled = jacobian.vjp(cotangent)
                 z = pulled if z is None else {k: z[k] + pulled[k] for k in z}
         return {k: t.sum(0) for k, t in z.items()}
 
@@ -363,6 +366,13 @@ class MAMLTRPO:
         params_dim = 0 if self.policy.is_task_batched(params) else None
         return vmap(step, in_dims=(params_dim, 0, 0, 0, 0))(params, *self._data(episodes))
 
+    def _step_sizes(self, episodes_list: Sequence[Episodes], lrs: Sequence[float] | None) -> list[float]:
+        """One learning rate per batch of inner-step episodes (default: ``inner_lr`` for all)."""
+        lrs = [self.inner_lr] * len(episodes_list) if lrs is None else [float(lr) for lr in lrs]
+        if len(lrs) != len(episodes_list):
+            raise ValueError(f"{len(episodes_list)} episode batches but {len(lrs)} learning rates")
+        return lrs
+
     def adapt(
         self,
         params: Params,
@@ -371,9 +381,7 @@ class MAMLTRPO:
         first_order: bool | None = None,
     ) -> Params:
         """Inner steps on ``episodes_list[k]`` with learning rate ``lrs[k]`` (default: ``inner_lr`` for all)."""
-        lrs = [self.inner_lr] * len(episodes_list) if lrs is None else list(lrs)
-        if len(lrs) != len(episodes_list):
-            raise ValueError(f"{len(episodes_list)} episode batches but {len(lrs)} learning rates")
+        lrs = self._step_sizes(episodes_list, lrs)
         if not episodes_list:
             raise ValueError("adapt needs at least one batch of episodes")
         for episodes, lr in zip(episodes_list, lrs):
@@ -424,9 +432,7 @@ class MAMLTRPO:
         """Per scored stage, the distribution parameters [tasks, T, E, k] of the policy adapted by that many
         inner steps (on ``train_episodes``) on the observations of the episodes it sampled."""
         stages, _ = self.scored_stages(len(train_episodes))
-        lrs = [self.inner_lr] * len(train_episodes) if lrs is None else list(lrs)
-        if len(lrs) != len(train_episodes):
-            raise ValueError(f"{len(train_episodes)} episode batches but {len(lrs)} learning rates")
+        lrs = self._step_sizes(train_episodes, lrs)
         if stages == [0]:  # no inner step (the pretrained and oracle baselines): theta itself acts
             return [vmap(self.policy.dist_params, in_dims=(None, 0))(params, valid_episodes.observations)]
         scored = dict(zip(stages, self.scored_episodes(train_episodes, valid_episodes, stages)))
@@ -445,8 +451,6 @@ class MAMLTRPO:
         if not len(dists) == len(old_dists) == len(episodes) == len(weights):
             raise ValueError(f"{len(dists)} distributions, {len(old_dists)} old ones, {len(episodes)} batches, {len(weights)} weights")
         terms = [self.surrogate_and_kl(d, o, e, per_task) for d, o, e in zip(dists, old_dists, episodes)]
-        if len(terms) == 1:  # the paper's objective: exactly the last stage's terms
-            return terms[0]
         return sum(w * t[0] for w, t in zip(weights, terms)), sum(w * t[1] for w, t in zip(weights, terms))
 
     def linearize(
@@ -468,9 +472,7 @@ class MAMLTRPO:
         ``train_episodes``; they are used instead of being computed again.
         """
         first_order = self.first_order if first_order is None else first_order
-        lrs = [self.inner_lr] * len(train_episodes) if lrs is None else [float(lr) for lr in lrs]
-        if len(lrs) != len(train_episodes):
-            raise ValueError(f"{len(train_episodes)} episode batches but {len(lrs)} learning rates")
+        lrs = self._step_sizes(train_episodes, lrs)
         num_tasks = valid_episodes.num_tasks
         stages, weights = self.scored_stages(len(train_episodes))
         scored = dict(zip(stages, self.scored_episodes(train_episodes, valid_episodes, stages)))
@@ -553,7 +555,7 @@ class MAMLTRPO:
         scored = self.scored_episodes(train_episodes, valid_episodes, lin.stages)
         stage_weights = lin.weights
         old_dists = lin.dists  # same values as the policies that sampled the scored episodes
-        surrogate_of = lambda d: self.surrogate_and_kl_stages(d, old_dists, scored, lin.weights)[0]  # noqa: E731
+        surrogate_of = lambda d: self.surrogate_and_kl_stages(d, old_dists, scored, stage_weights)[0]  # noqa: E731
         # dS/d(dist) is elementwise and cheap; J^T of it is the meta-gradient
         cotangent, surrogate = grad_and_value(surrogate_of)(old_dists)
         g = flatten(lin.vjp(cotangent))
