@@ -148,7 +148,7 @@ class Adapter:
                                        self.seed)
         for k, (batch, task_params) in enumerate(rollouts):
             results.append(AdaptationStep(k, lrs[k - 1] if k else None,
-                                          float(batch.undiscounted_returns().mean()), self.readout(batch), batch))
+                                          float(batch.mean_return()[0]), self.readout(batch), batch))
         return results, task_params
 
     def describe_readout(self, task: dict[str, Any]) -> str:

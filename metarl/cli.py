@@ -33,7 +33,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from metarl.evaluation import evaluate_run, format_table
 
-    result = evaluate_run(args.run_dir, num_tasks=args.tasks, steps=args.steps, seed=args.seed, episodes=args.episodes)
+    result = evaluate_run(args.run_dir, num_tasks=args.tasks, steps=args.steps, seed=args.seed, episodes=args.episodes,
+                          batch_steps=args.batch_steps)
     print(json.dumps(result) if args.json else format_table(result))
     return 0
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, help="held-out tasks (default: the config's eval_tasks, 40)")
     p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps, 3)")
     p.add_argument("--episodes", type=int, help="episodes per task and step (default 20)")
+    from metarl.compare import BATCH_STEPS_HELP
+
+    p.add_argument("--batch-steps", type=int, metavar="N", help=BATCH_STEPS_HELP)
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (a stream disjoint from training)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_evaluate)

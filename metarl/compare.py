@@ -23,6 +23,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from metarl.errors import UserError
 from metarl.seeding import EVALUATE, VALIDATE, derive_seed
 
+# the --batch-steps option of `metarl evaluate` and `metarl compare`
+BATCH_STEPS_HELP = ("collect whole episodes until each task has N environment steps, as the paper's test scripts "
+                    "did (4000); --episodes is then how many are sampled at a time")
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -44,7 +48,8 @@ def run_names(run_dirs: Sequence[Path], methods: Sequence[str]) -> list[str]:
 
 
 def choose_step_size(config: TrainConfig, params: dict[str, Tensor], steps: int, episodes: int, num_tasks: int,
-                     seed: int, scales: Sequence[float] = LR_SCALES) -> tuple[float, dict[float, float]]:
+                     seed: int, scales: Sequence[float] = LR_SCALES,
+                     batch_steps: int | None = None) -> tuple[float, dict[float, float]]:
     """The grid step size with the best mean return after ``steps`` steps on validation tasks.
 
     Returns the chosen step size and every candidate's validation mean return. Validation tasks
@@ -58,21 +63,25 @@ def choose_step_size(config: TrainConfig, params: dict[str, Tensor], steps: int,
     scores = {}
     for scale in scales:
         lr = config.inner_lr * scale
-        scores[lr] = float(adaptation_returns(config, params, tasks, [lr] * steps, episodes, rollout_seed)[-1].mean())
+        scores[lr] = float(adaptation_returns(config, params, tasks, [lr] * steps, episodes, rollout_seed,
+                                              batch_steps)[-1].mean())
     best = max(scores, key=scores.get)  # first of equals: the grid's order breaks ties
     return best, scores
 
 
 def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, steps: int | None = None,
                  episodes: int | None = None, seed: int = 0, val_tasks: int = 10,
-                 lr_scales: Sequence[float] = LR_SCALES, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 lr_scales: Sequence[float] = LR_SCALES, log: Callable[[str], None] | None = None,
+                 batch_steps: int | None = None) -> dict[str, Any]:
     """Adaptation curves of every run on the same held-out tasks; the JSON-ready result of ``metarl compare``.
 
     ``num_tasks``, ``steps`` and ``episodes`` default to the first run's ``eval_tasks``,
     ``eval_steps`` and ``eval_episodes``. Returns ``{"env", "tasks", "steps", "episodes_per_step",
     "seed", "methods": {name: {"run_dir", "method", "iteration", "step_sizes", "returns" [steps + 1],
     "ci95" [steps + 1], "validation" (baselines: {step size: mean return})}}}``. ``log`` receives
-    a line as each run starts.
+    a line as each run starts. With ``batch_steps`` every rollout collects whole episodes until each
+    task has that many environment steps (``metarl.evaluation.sample_step_counted``) and the result
+    adds ``"batch_steps"``.
     """
     import torch
 
@@ -99,6 +108,8 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
                         f"at least 1, got {num_tasks} and {val_tasks}")
     if steps < 0 or episodes < 1:
         raise UserError(f"--steps must be >= 0 and --episodes >= 1, got {steps} and {episodes}")
+    if batch_steps is not None and batch_steps < 1:
+        raise UserError(f"--batch-steps must be >= 1, got {batch_steps}")
     if not lr_scales or min(lr_scales) <= 0:
         raise UserError(f"step-size scales must be positive numbers, got {list(lr_scales)}")
     tasks = envs.sample_tasks(first.env, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
@@ -114,23 +125,28 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
         elif config.method == "maml" or steps == 0:
             lrs = step_sizes(config.inner_lr, steps, config.later_lr_scale)
         else:
-            lr, scores = choose_step_size(config, state["params"], steps, episodes, val_tasks, seed, lr_scales)
+            lr, scores = choose_step_size(config, state["params"], steps, episodes, val_tasks, seed, lr_scales,
+                                          batch_steps)
             lrs = [lr] * steps
             entry["validation"] = {f"{k:g}": v for k, v in scores.items()}
-        returns, ci95 = summarize(adaptation_returns(config, state["params"], tasks, lrs, episodes, seed))
+        returns, ci95 = summarize(adaptation_returns(config, state["params"], tasks, lrs, episodes, seed, batch_steps))
         if not lrs:  # not adapted: the same policy after every number of steps
             returns, ci95 = returns * (steps + 1), ci95 * (steps + 1)
         methods[name] = {**entry, "step_sizes": lrs, "returns": returns, "ci95": ci95}
-    return {"env": first.env, "tasks": num_tasks, "steps": steps, "episodes_per_step": episodes, "seed": seed,
-            "validation_tasks": val_tasks, "methods": methods}
+    result = {"env": first.env, "tasks": num_tasks, "steps": steps, "episodes_per_step": episodes, "seed": seed,
+              "validation_tasks": val_tasks, "methods": methods}
+    if batch_steps is not None:
+        result["batch_steps"] = batch_steps
+    return result
 
 
 def format_table(result: dict[str, Any]) -> str:
     """Mean return +- 95% CI of every method after 0..steps gradient steps, one row per method."""
     width = max(len("method"), *(len(n) for n in result["methods"]))
     cells = [f"{k} step{'s' if k != 1 else ''}" for k in range(result["steps"] + 1)]
-    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {result['episodes_per_step']} episodes per step, "
-             f"mean return +- 95% CI",
+    per_step = (f"whole episodes up to {result['batch_steps']} environment steps per task and step"
+                if "batch_steps" in result else f"{result['episodes_per_step']} episodes per step")
+    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {per_step}, mean return +- 95% CI",
              f"{'method':<{width}}  " + "  ".join(f"{c:>16}" for c in cells) + "  step sizes"]
     for name, m in result["methods"].items():
         values = "  ".join(f"{f'{r:.1f} +- {c:.1f}':>16}" for r, c in zip(m["returns"], m["ci95"]))
@@ -174,7 +190,7 @@ def plot_curves(result: dict[str, Any], path: str | Path) -> Path:
 def _run(args: argparse.Namespace) -> int:
     check_suffix(args.plot, "--plot", PLOT_SUFFIXES)  # fail before the long evaluation
     result = compare_runs(args.run_dirs, num_tasks=args.tasks, steps=args.steps, episodes=args.episodes,
-                          seed=args.seed, val_tasks=args.val_tasks,
+                          seed=args.seed, val_tasks=args.val_tasks, batch_steps=args.batch_steps,
                           log=lambda line: print(line, file=sys.stderr, flush=True))
     print(json.dumps(result) if args.json else format_table(result))
     if args.plot is not None:
@@ -191,6 +207,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", type=int, help="held-out tasks (default: the first run's eval_tasks, 40)")
     p.add_argument("--steps", type=int, help="gradient steps (default: the first run's eval_steps, 3)")
     p.add_argument("--episodes", type=int, help="episodes per task and step (default: the first run's eval_episodes, 20)")
+    p.add_argument("--batch-steps", type=int, metavar="N", help=BATCH_STEPS_HELP)
     p.add_argument("--val-tasks", type=int, default=10, help="validation tasks for the baselines' step sizes (default 10)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (streams disjoint from training)")
     p.add_argument("--plot", type=Path, metavar="FILE", help="write the return-vs-steps figure (.png, .pdf, .svg)")

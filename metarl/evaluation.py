@@ -3,6 +3,10 @@
 The protocol follows the MAML paper: tasks come from a seed stream that training never
 uses, every step rolls out ``episodes`` fresh episodes per task with the latest adapted
 policy, step 1 uses ``inner_lr`` and later steps ``inner_lr * later_lr_scale``.
+
+The paper's code counted its test batches in environment steps instead (whole episodes until
+4,000 steps per task): ``batch_steps`` reproduces that rule. It matters where episodes end
+early, as on 2D navigation once the policy reaches the goal.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarl.episodes import Episodes
+from metarl.episodes import Episodes, concat_episodes
 from metarl.errors import UserError
 from metarl.sampling import sample_episodes
 from metarl.seeding import EVALUATE, derive_seed
@@ -22,45 +26,88 @@ from metarl.stats import mean_ci95
 from metarl.training import TrainConfig, broadcast, load_run, make_env, make_learner, make_policy, step_sizes
 
 
+def sample_step_counted(env, policy, task_params: dict[str, Tensor], tasks: Sequence[dict], episodes: int,
+                        batch_steps: int, seed: int) -> Episodes:
+    """Whole episodes of every task until they hold at least ``batch_steps`` environment steps.
+
+    This is rllab's collection rule (the MAML paper's test batches): an episode is collected when
+    fewer than ``batch_steps`` steps were collected before it. Episodes are sampled ``episodes`` per
+    task at a time (round 0 seeded with ``seed``, round r with ``derive_seed(seed, r)``) until every
+    task has enough. Returns ``[tasks, T, rounds * episodes]`` where each task's episodes after its
+    collected ones have an all-zero mask, so masked means, the baseline fit and the inner step use
+    only the collected ones; :meth:`Episodes.mean_return` averages over them.
+    """
+    if batch_steps < 1:
+        raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
+    rounds: list[Episodes] = []
+    while True:
+        round_seed = seed if not rounds else derive_seed(seed, len(rounds))
+        rounds.append(sample_episodes(env, policy, task_params, tasks, episodes, seed=round_seed))
+        lengths = torch.cat([batch.mask.sum(1) for batch in rounds], dim=1)  # [tasks, E] steps per episode
+        if bool((lengths.sum(1) >= batch_steps).all()):
+            break
+    before = lengths.cumsum(1) - lengths  # [tasks, E] steps collected before each episode
+    collected = (before < batch_steps).to(lengths.dtype)
+    batch = concat_episodes(rounds)
+    return batch.replace(mask=batch.mask * collected[:, None, :])
+
+
 def adaptation_rollouts(env, policy, learner, params: dict[str, Tensor], tasks: Sequence[dict],
-                        lrs: Sequence[float], episodes: int, seed: int) -> Iterator[tuple[Episodes, dict[str, Tensor]]]:
+                        lrs: Sequence[float], episodes: int, seed: int,
+                        batch_steps: int | None = None) -> Iterator[tuple[Episodes, dict[str, Tensor]]]:
     """Sample, step, sample, ...: yields the episodes after 0, 1, ..., ``len(lrs)`` inner steps.
 
     Each item is ``(episodes, task_params)``: the batch ``[tasks, T, E]`` and the task-batched
     parameters that sampled it (the last ones are the fully adapted policy). Rollout ``k`` is
-    seeded from ``(EVALUATE, seed, k + 1)``, so every caller sees the same episodes.
+    seeded from ``(EVALUATE, seed, k + 1)``, so every caller sees the same episodes. With
+    ``batch_steps`` each rollout collects episodes by :func:`sample_step_counted` instead of
+    ``episodes`` per task.
     """
     task_params = broadcast(params, len(tasks))
     for k in range(len(lrs) + 1):
-        batch = sample_episodes(env, policy, task_params, tasks, episodes, seed=derive_seed(EVALUATE, seed, k + 1))
+        step_seed = derive_seed(EVALUATE, seed, k + 1)
+        if batch_steps is None:
+            batch = sample_episodes(env, policy, task_params, tasks, episodes, seed=step_seed)
+        else:
+            batch = sample_step_counted(env, policy, task_params, tasks, episodes, batch_steps, step_seed)
         yield batch, task_params
         if k < len(lrs):
             adapted = learner.inner_step(task_params, learner.process(batch), lrs[k], first_order=True)
             task_params = {n: v.detach() for n, v in adapted.items()}
 
 
-def adaptation_returns(
+def adaptation_curve(
     config: TrainConfig,
     params: dict[str, Tensor],
     tasks: Sequence[dict],
     lrs: Sequence[float],
     episodes: int,
     seed: int,
-) -> np.ndarray:
-    """Per-task mean episode return before and after each inner step.
+    batch_steps: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-task mean episode return, and the number of episodes it averages, before and after each inner step.
 
-    Returns an array ``[len(lrs) + 1, len(tasks)]``: row ``k`` holds each task's mean return over
-    ``episodes`` episodes sampled after ``k`` steps.
+    Returns two arrays ``[len(lrs) + 1, len(tasks)]``: row ``k`` holds each task's mean return over
+    the episodes sampled after ``k`` steps (``episodes`` of them, or as many as ``batch_steps`` takes)
+    and their count.
     """
     env = make_env(config, len(tasks), episodes)
     policy = make_policy(config, env)
     learner = make_learner(config, policy)
+    returns, counts = [], []
     try:
-        rows = [batch.undiscounted_returns().mean(dim=1).double().numpy()  # [tasks]
-                for batch, _ in adaptation_rollouts(env, policy, learner, params, tasks, lrs, episodes, seed)]
+        for batch, _ in adaptation_rollouts(env, policy, learner, params, tasks, lrs, episodes, seed, batch_steps):
+            returns.append(batch.mean_return().double().numpy())  # [tasks]
+            counts.append(batch.mask.amax(dim=1).sum(1).double().numpy())
     finally:
         env.close()
-    return np.stack(rows)
+    return np.stack(returns), np.stack(counts)
+
+
+def adaptation_returns(config: TrainConfig, params: dict[str, Tensor], tasks: Sequence[dict], lrs: Sequence[float],
+                       episodes: int, seed: int, batch_steps: int | None = None) -> np.ndarray:
+    """The returns of :func:`adaptation_curve`, ``[len(lrs) + 1, len(tasks)]``."""
+    return adaptation_curve(config, params, tasks, lrs, episodes, seed, batch_steps)[0]
 
 
 def summarize(per_task: np.ndarray) -> tuple[list[float], list[float]]:
@@ -70,8 +117,13 @@ def summarize(per_task: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def evaluate_run(run_dir: str | Path, num_tasks: int | None = None, steps: int | None = None, seed: int = 0,
-                 episodes: int | None = None) -> dict[str, Any]:
-    """Evaluate a trained run on held-out tasks; returns the JSON-ready result of ``metarl evaluate``."""
+                 episodes: int | None = None, batch_steps: int | None = None) -> dict[str, Any]:
+    """Evaluate a trained run on held-out tasks; returns the JSON-ready result of ``metarl evaluate``.
+
+    With ``batch_steps`` every step collects whole episodes until each task has that many
+    environment steps (the paper's test batches; ``episodes`` is then how many are sampled at a
+    time) and the result adds ``batch_steps`` and ``episodes_collected`` (mean per task, per step).
+    """
     config, state = load_run(run_dir)
     num_tasks = config.eval_tasks if num_tasks is None else num_tasks
     steps = config.eval_steps if steps is None else steps
@@ -80,20 +132,32 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None, steps: int |
         raise UserError(f"--tasks must be at least 2 (a confidence interval needs two tasks), got {num_tasks}")
     if steps < 0 or episodes < 1:
         raise UserError(f"--steps must be >= 0 and --episodes >= 1, got {steps} and {episodes}")
+    if batch_steps is not None and batch_steps < 1:
+        raise UserError(f"--batch-steps must be >= 1, got {batch_steps}")
     torch.set_num_threads(config.num_threads)
     import envs
 
     tasks = envs.sample_tasks(config.env, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
     lrs = step_sizes(config.inner_lr, steps, config.later_lr_scale)
-    returns, ci95 = summarize(adaptation_returns(config, state["params"], tasks, lrs, episodes, seed))
-    return {"env": config.env, "tasks": num_tasks, "episodes_per_step": episodes, "iteration": int(state["iteration"]),
-            "step_sizes": lrs, "returns": returns, "ci95": ci95}
+    per_task, counts = adaptation_curve(config, state["params"], tasks, lrs, episodes, seed, batch_steps)
+    returns, ci95 = summarize(per_task)
+    result = {"env": config.env, "tasks": num_tasks, "episodes_per_step": episodes, "iteration": int(state["iteration"]),
+              "step_sizes": lrs, "returns": returns, "ci95": ci95}
+    if batch_steps is not None:
+        result.update(batch_steps=batch_steps, episodes_collected=[float(row.mean()) for row in counts])
+    return result
 
 
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table of mean return +- 95% CI after each number of steps."""
-    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {result['episodes_per_step']} episodes per step",
-             f"{'steps':>5}  {'mean return':>12}  {'95% CI':>8}"]
+    if "batch_steps" in result:
+        per_step = f"whole episodes up to {result['batch_steps']} environment steps per task and step"
+        counts = [f"  {n:>8.1f}" for n in result["episodes_collected"]]
+        header = f"  {'episodes':>8}"
+    else:
+        per_step, counts, header = f"{result['episodes_per_step']} episodes per step", [""] * len(result["returns"]), ""
+    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {per_step}",
+             f"{'steps':>5}  {'mean return':>12}  {'95% CI':>8}{header}"]
     for k, (r, c) in enumerate(zip(result["returns"], result["ci95"])):
-        lines.append(f"{k:>5}  {r:>12.2f}  {c:>8.2f}")
+        lines.append(f"{k:>5}  {r:>12.2f}  {c:>8.2f}{counts[k]}")
     return "\n".join(lines)

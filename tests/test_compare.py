@@ -177,3 +177,11 @@ def test_fisher_subsample_experiment_scores_directions_under_the_full_metric(run
     assert alone["quality"] == pytest.approx(half["quality"], rel=1e-5)
     assert fisher.main([str(runs["maml"]), "--fractions", "0.5,2"]) == 2
     assert "must be in (0, 1], got 2.0" in capsys.readouterr().err
+
+
+def test_step_counted_batches_reach_the_comparison(runs):
+    result = compare_runs([runs["maml"], runs["random"]], batch_steps=150, **SMALL)
+    alone = evaluate_run(runs["maml"], num_tasks=3, steps=2, episodes=2, batch_steps=150)
+    assert result["batch_steps"] == 150 and result["methods"]["maml"]["returns"] == alone["returns"]
+    # more than the 2 episodes of the default protocol: other returns
+    assert result["methods"]["maml"]["returns"] != compare_runs([runs["maml"]], **SMALL)["methods"]["maml"]["returns"]

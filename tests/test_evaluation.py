@@ -1,0 +1,118 @@
+"""Evaluation batches counted in environment steps (the paper's test rule) and the means over them."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import envs
+from metarl.cli import main
+from metarl.config import load_config
+from metarl.episodes import Episodes, concat_episodes
+from metarl.evaluation import adaptation_rollouts, evaluate_run, sample_step_counted
+from metarl.maml_trpo import MAMLTRPO
+from metarl.policies import GaussianMLPPolicy
+from metarl.sampling import sample_episodes
+from metarl.seeding import EVALUATE, derive_seed
+from metarl.training import TrainConfig, broadcast, load_run, make_env, make_learner, make_policy, train
+
+ENV_ID = "metarl/Navigation2D-v0"
+# a goal at the start ends every episode after one step when the point cannot move; a far one never ends
+NEAR, FAR = {"goal": (0.0, 0.0)}, {"goal": (0.5, 0.5)}
+
+
+def still_policy(num_tasks):
+    """A policy whose mean is 0 and whose noise is negligible: the point stays at the origin."""
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8,))
+    params = {k: torch.zeros_like(v) for k, v in policy.init_params().items()}
+    params["log_std"] = torch.full((2,), -30.0)
+    return policy, broadcast(params, num_tasks)
+
+
+def test_step_counted_batch_collects_whole_episodes_until_the_count():
+    policy, params = still_policy(2)
+    env = envs.make_batched(ENV_ID, 2 * 2)
+    batch = sample_step_counted(env, policy, params, [NEAR, FAR], episodes=2, batch_steps=5, seed=3)
+    # NEAR: one-step episodes, so 5 of them, in 3 rounds of 2; FAR: one 100-step episode reaches 5 at once
+    assert batch.episodes_per_task == 6
+    collected = batch.mask.amax(dim=1)
+    assert collected.tolist() == [[1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0]]
+    assert batch.mask[0].sum().item() == 5 and batch.mask[1].sum().item() == 100
+    # round 0 is the plain sampler's batch with the same seed
+    plain = sample_episodes(env, policy, params, [NEAR, FAR], 2, seed=3)
+    torch.testing.assert_close(batch.observations[:, :, :2], plain.observations)
+    torch.testing.assert_close(batch.rewards[1, :, :1], plain.rewards[1, :, :1])
+
+
+def test_step_counted_batch_stops_at_the_first_episode_that_reaches_the_count():
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8,))
+    params = broadcast(policy.init_params(torch.Generator().manual_seed(0)), 3)
+    tasks = [{"goal": (0.05, 0.0)}, {"goal": (-0.02, 0.03)}, FAR]
+    env = envs.make_batched(ENV_ID, 3 * 4)
+    batch = sample_step_counted(env, policy, params, tasks, episodes=4, batch_steps=250, seed=1)
+    lengths = batch.mask.sum(1)  # [tasks, E], 0 for episodes not collected
+    for task_lengths in lengths:
+        taken = task_lengths[task_lengths > 0]
+        n = len(taken)
+        assert bool((task_lengths[:n] > 0).all()) and bool((task_lengths[n:] == 0).all())  # a prefix
+        assert taken.sum() >= 250 > taken[:-1].sum()  # the last one collected was started below the count
+
+
+def test_mean_return_averages_only_the_collected_episodes():
+    mask = torch.tensor([[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])  # [1 task, T=2, E=3]: the third never ran
+    rewards = torch.tensor([[[-1.0, -4.0, 0.0], [-2.0, 0.0, 0.0]]])
+    batch = Episodes(observations=torch.zeros(1, 2, 3, 2), actions=torch.zeros(1, 2, 3, 2), rewards=rewards, mask=mask)
+    assert batch.mean_return().tolist() == [-3.5]  # (-3 + -4) / 2, not / 3
+    joined = concat_episodes([batch, batch])
+    assert joined.episodes_per_task == 6 and joined.mean_return().tolist() == [-3.5]
+    with pytest.raises(ValueError, match="unprocessed"):
+        concat_episodes([batch.replace(returns=rewards)])
+
+
+def test_inner_step_ignores_the_episodes_not_collected():
+    policy, _ = still_policy(1)
+    params = broadcast(policy.init_params(torch.Generator().manual_seed(2)), 2)
+    learner = MAMLTRPO(policy, inner_lr=0.5)
+    env = envs.make_batched(ENV_ID, 2 * 3)
+    batch = sample_step_counted(env, policy, params, [{"goal": (0.1, -0.1)}, FAR], episodes=3, batch_steps=150, seed=0)
+    collected = batch.mask.amax(dim=1)
+    assert 0 < collected[1].sum() < batch.episodes_per_task  # some episodes of the far goal are left out
+    adapted = learner.inner_step(params, learner.process(batch), 0.5, first_order=True)
+    # the far goal's step from its collected episodes alone
+    n = int(collected[1].sum())
+    alone = batch.select(tasks=slice(1, 2), episodes=slice(0, n))
+    one = {k: v[1:2] for k, v in params.items()}
+    expected = learner.inner_step(one, learner.process(alone), 0.5, first_order=True)
+    for k in expected:
+        torch.testing.assert_close(adapted[k][1:2], expected[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    values = ["env=\"metarl/Navigation2D-v0\"", "meta_batch_size=2", "episodes_per_task=2", "hidden_sizes=[8]",
+              "inner_lr=0.5", "num_threads=1", "cg_iters=3", "iterations=1"]
+    return train(load_config(TrainConfig, None, values), tmp_path_factory.mktemp("run") / "maml", progress=False)
+
+
+def test_evaluate_with_a_one_step_batch_scores_each_tasks_first_episode(run, capsys):
+    assert main(["evaluate", str(run), "--tasks", "3", "--steps", "1", "--episodes", "2", "--batch-steps", "1",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["batch_steps"] == 1 and result["episodes_collected"] == [1.0, 1.0]
+    # before adaptation: the first of the two episodes the fixed protocol samples with the same seed
+    config, state = load_run(run)
+    tasks = envs.sample_tasks(config.env, 3, seed=derive_seed(EVALUATE, 0, 0))
+    env = make_env(config, 3, 2)
+    policy = make_policy(config, env)
+    first, _ = next(adaptation_rollouts(env, policy, make_learner(config, policy), state["params"], tasks, [0.5], 2, 0))
+    assert result["returns"][0] == pytest.approx(float(first.undiscounted_returns()[:, 0].double().mean()), rel=1e-9)
+    # the default protocol is unchanged and reports no batch_steps
+    plain = evaluate_run(run, num_tasks=3, steps=1, episodes=2)
+    assert "batch_steps" not in plain and math.isfinite(plain["returns"][1])
+
+
+def test_bad_batch_steps_is_a_one_line_error(run, capsys):
+    assert main(["evaluate", str(run), "--tasks", "2", "--batch-steps", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--batch-steps" in err and "\n" not in err
