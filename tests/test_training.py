@@ -211,3 +211,20 @@ def test_the_meta_update_with_the_samplers_curvature_equals_one_computing_its_ow
     # first order has no Hessian to share
     learner.first_order = True
     assert sample_meta_batch(config, env, policy, learner, params, 0).curvatures is None
+
+
+EXPERIMENT_CONFIGS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_CONFIGS)
+def test_every_experiment_config_loads_and_validates(name):
+    """A renamed or mistyped key in a shipped config is a one-line error at `metarl train`; catch it here."""
+    import tomllib
+
+    from metarl.supervised.config import SupervisedConfig
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / name
+    schema = SupervisedConfig if "task" in tomllib.loads(path.read_text()) else TrainConfig
+    config = load_config(schema, path)  # unknown keys and bad values raise UserError here
+    if schema is TrainConfig:
+        assert config.env.startswith("metarl/")
