@@ -86,7 +86,7 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     import torch
 
     import envs
-    from metarl.evaluation import adaptation_returns, summarize
+    from metarl.evaluation import adaptation_returns, check_protocol, summarize
     from metarl.training import load_run, step_sizes
 
     run_dirs = [Path(d) for d in run_dirs]
@@ -106,10 +106,7 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     if num_tasks < 2 or val_tasks < 1:
         raise UserError(f"--tasks must be at least 2 (a confidence interval needs two tasks) and --val-tasks "
                         f"at least 1, got {num_tasks} and {val_tasks}")
-    if steps < 0 or episodes < 1:
-        raise UserError(f"--steps must be >= 0 and --episodes >= 1, got {steps} and {episodes}")
-    if batch_steps is not None and batch_steps < 1:
-        raise UserError(f"--batch-steps must be >= 1, got {batch_steps}")
+    check_protocol(steps, episodes, batch_steps)
     if not lr_scales or min(lr_scales) <= 0:
         raise UserError(f"step-size scales must be positive numbers, got {list(lr_scales)}")
     tasks = envs.sample_tasks(first.env, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
@@ -142,11 +139,11 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
 
 def format_table(result: dict[str, Any]) -> str:
     """Mean return +- 95% CI of every method after 0..steps gradient steps, one row per method."""
+    from metarl.evaluation import describe_batches
+
     width = max(len("method"), *(len(n) for n in result["methods"]))
     cells = [f"{k} step{'s' if k != 1 else ''}" for k in range(result["steps"] + 1)]
-    per_step = (f"whole episodes up to {result['batch_steps']} environment steps per task and step"
-                if "batch_steps" in result else f"{result['episodes_per_step']} episodes per step")
-    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {per_step}, mean return +- 95% CI",
+    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {describe_batches(result)}, mean return +- 95% CI",
              f"{'method':<{width}}  " + "  ".join(f"{c:>16}" for c in cells) + "  step sizes"]
     for name, m in result["methods"].items():
         values = "  ".join(f"{f'{r:.1f} +- {c:.1f}':>16}" for r, c in zip(m["returns"], m["ci95"]))

@@ -68,11 +68,15 @@ class Episodes:
         """Total reward of each episode [tasks, E] (masked steps excluded)."""
         return (self.rewards * self.mask).sum(1)
 
+    def collected(self) -> Tensor:
+        """1.0 for each episode that took a step, else 0.0 [tasks, E] (an episode whose mask is all zero
+        was not collected: see :func:`metarl.evaluation.sample_step_counted`)."""
+        return self.mask.amax(dim=1)
+
     def mean_return(self) -> Tensor:
-        """Mean total reward per task [tasks] over the episodes that took a step (an episode whose
-        mask is all zero was not collected: see :func:`metarl.evaluation.sample_step_counted`)."""
-        taken = self.mask.amax(dim=1)  # [tasks, E]
-        return (self.undiscounted_returns() * taken).sum(1) / taken.sum(1).clamp_min(1.0)
+        """Mean total reward per task [tasks] over the :meth:`collected` episodes."""
+        collected = self.collected()
+        return (self.undiscounted_returns() * collected).sum(1) / collected.sum(1).clamp_min(1.0)
 
 
 def concat_episodes(batches: list[Episodes]) -> Episodes:

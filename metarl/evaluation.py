@@ -98,7 +98,7 @@ def adaptation_curve(
     try:
         for batch, _ in adaptation_rollouts(env, policy, learner, params, tasks, lrs, episodes, seed, batch_steps):
             returns.append(batch.mean_return().double().numpy())  # [tasks]
-            counts.append(batch.mask.amax(dim=1).sum(1).double().numpy())
+            counts.append(batch.collected().sum(1).double().numpy())
     finally:
         env.close()
     return np.stack(returns), np.stack(counts)
@@ -108,6 +108,21 @@ def adaptation_returns(config: TrainConfig, params: dict[str, Tensor], tasks: Se
                        episodes: int, seed: int, batch_steps: int | None = None) -> np.ndarray:
     """The returns of :func:`adaptation_curve`, ``[len(lrs) + 1, len(tasks)]``."""
     return adaptation_curve(config, params, tasks, lrs, episodes, seed, batch_steps)[0]
+
+
+def check_protocol(steps: int, episodes: int, batch_steps: int | None) -> None:
+    """The one-line errors for bad ``--steps``, ``--episodes`` and ``--batch-steps`` (evaluate and compare)."""
+    if steps < 0 or episodes < 1:
+        raise UserError(f"--steps must be >= 0 and --episodes >= 1, got {steps} and {episodes}")
+    if batch_steps is not None and batch_steps < 1:
+        raise UserError(f"--batch-steps must be >= 1, got {batch_steps}")
+
+
+def describe_batches(result: dict[str, Any]) -> str:
+    """How a result's batches were collected, for its table's heading."""
+    if "batch_steps" in result:
+        return f"whole episodes up to {result['batch_steps']} environment steps per task and step"
+    return f"{result['episodes_per_step']} episodes per step"
 
 
 def summarize(per_task: np.ndarray) -> tuple[list[float], list[float]]:
@@ -130,10 +145,7 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None, steps: int |
     episodes = config.eval_episodes if episodes is None else episodes
     if num_tasks < 2:
         raise UserError(f"--tasks must be at least 2 (a confidence interval needs two tasks), got {num_tasks}")
-    if steps < 0 or episodes < 1:
-        raise UserError(f"--steps must be >= 0 and --episodes >= 1, got {steps} and {episodes}")
-    if batch_steps is not None and batch_steps < 1:
-        raise UserError(f"--batch-steps must be >= 1, got {batch_steps}")
+    check_protocol(steps, episodes, batch_steps)
     torch.set_num_threads(config.num_threads)
     import envs
 
@@ -151,12 +163,10 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None, steps: int |
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table of mean return +- 95% CI after each number of steps."""
     if "batch_steps" in result:
-        per_step = f"whole episodes up to {result['batch_steps']} environment steps per task and step"
-        counts = [f"  {n:>8.1f}" for n in result["episodes_collected"]]
-        header = f"  {'episodes':>8}"
+        counts, header = [f"  {n:>8.1f}" for n in result["episodes_collected"]], f"  {'episodes':>8}"
     else:
-        per_step, counts, header = f"{result['episodes_per_step']} episodes per step", [""] * len(result["returns"]), ""
-    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {per_step}",
+        counts, header = [""] * len(result["returns"]), ""
+    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {describe_batches(result)}",
              f"{'steps':>5}  {'mean return':>12}  {'95% CI':>8}{header}"]
     for k, (r, c) in enumerate(zip(result["returns"], result["ci95"])):
         lines.append(f"{k:>5}  {r:>12.2f}  {c:>8.2f}{counts[k]}")

@@ -36,7 +36,7 @@ def test_step_counted_batch_collects_whole_episodes_until_the_count():
     batch = sample_step_counted(env, policy, params, [NEAR, FAR], episodes=2, batch_steps=5, seed=3)
     # NEAR: one-step episodes, so 5 of them, in 3 rounds of 2; FAR: one 100-step episode reaches 5 at once
     assert batch.episodes_per_task == 6
-    collected = batch.mask.amax(dim=1)
+    collected = batch.collected()
     assert collected.tolist() == [[1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0]]
     assert batch.mask[0].sum().item() == 5 and batch.mask[1].sum().item() == 100
     # round 0 is the plain sampler's batch with the same seed
@@ -76,7 +76,7 @@ def test_inner_step_ignores_the_episodes_not_collected():
     learner = MAMLTRPO(policy, inner_lr=0.5)
     env = envs.make_batched(ENV_ID, 2 * 3)
     batch = sample_step_counted(env, policy, params, [{"goal": (0.1, -0.1)}, FAR], episodes=3, batch_steps=150, seed=0)
-    collected = batch.mask.amax(dim=1)
+    collected = batch.collected()
     assert 0 < collected[1].sum() < batch.episodes_per_task  # some episodes of the far goal are left out
     adapted = learner.inner_step(params, learner.process(batch), 0.5, first_order=True)
     # the far goal's step from its collected episodes alone
