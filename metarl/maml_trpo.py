@@ -173,13 +173,20 @@ def subsample_tasks(episodes: Episodes, fraction: float) -> Episodes:
     return episodes if keep == num else episodes.select(tasks=slice(0, keep))
 
 
+def _add_weighted(out: Params, term: Params, weight: Tensor) -> Params:
+    """``out += weight * term`` key by key (in place on the dict, returned); ``weight`` is per task [tasks],
+    the term [tasks, ...]."""
+    for k, t in term.items():
+        scaled = weight.view(-1, *([1] * (t.dim() - 1))) * t
+        out[k] = scaled if k not in out else out[k] + scaled
+    return out
+
+
 def _weighted_sum(terms: Sequence[Params], weights: Sequence[Tensor]) -> Params:
     """sum_c weights[c] * terms[c] key by key; ``weights[c]`` is per task [tasks], the terms [tasks, ...]."""
     out: Params = {}
     for term, weight in zip(terms, weights):
-        for k, t in term.items():
-            scaled = weight.view(-1, *([1] * (t.dim() - 1))) * t
-            out[k] = scaled if k not in out else out[k] + scaled
+        _add_weighted(out, term, weight)
     return out
 
 
@@ -340,14 +347,16 @@ class MAMLTRPO:
         """Per-task inner-loss gradients and losses [tasks], no graph; ``params`` with or without a task axis."""
         params_dim = 0 if self.policy.is_task_batched(params) else None
         per_task = vmap(grad_and_value(self.inner_loss), in_dims=(params_dim, 0, 0, 0, 0))
-        grads, losses, weights = [], [], []
+        # summed group by group: per-task gradients are [tasks, ...] per group, and a large evaluation
+        # (1,000 tasks, 100+ groups) would otherwise hold them all at once
+        gradient: Params = {}
+        loss = torch.zeros(())
         with torch.no_grad():
             for chunk, weight in self.chunks(episodes):
-                g, loss = per_task(params, *self._data(chunk))
-                grads.append(g)
-                losses.append(weight * loss)
-                weights.append(weight)
-        return _weighted_sum(grads, weights), torch.stack(losses).sum(0)
+                g, chunk_loss = per_task(params, *self._data(chunk))
+                _add_weighted(gradient, g, weight)
+                loss = loss + weight * chunk_loss
+        return gradient, loss
 
     def inner_step(self, params: Params, episodes: Episodes, lr: float, first_order: bool | None = None) -> Params:
         """One gradient step per task on its episodes; ``params`` with or without a task axis -> with one.
