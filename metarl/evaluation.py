@@ -40,12 +40,14 @@ def sample_step_counted(env, policy, task_params: dict[str, Tensor], tasks: Sequ
     if batch_steps < 1:
         raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
     rounds: list[Episodes] = []
+    taken = torch.zeros(len(tasks))  # [tasks] steps sampled so far
     while True:
         round_seed = seed if not rounds else derive_seed(seed, len(rounds))
         rounds.append(sample_episodes(env, policy, task_params, tasks, episodes, seed=round_seed))
-        lengths = torch.cat([batch.mask.sum(1) for batch in rounds], dim=1)  # [tasks, E] steps per episode
-        if bool((lengths.sum(1) >= batch_steps).all()):
+        taken = taken + rounds[-1].mask.sum((1, 2))
+        if bool((taken >= batch_steps).all()):
             break
+    lengths = torch.cat([batch.mask.sum(1) for batch in rounds], dim=1)  # [tasks, E] steps per episode
     before = lengths.cumsum(1) - lengths  # [tasks, E] steps collected before each episode
     collected = (before < batch_steps).to(lengths.dtype)
     batch = concat_episodes(rounds)
