@@ -14,7 +14,10 @@ E_i is the mask-weighted mean over the task's taken steps. With ``meta_step_weig
 (w_1..w_K) S and KL are instead the w-weighted means over k = 1..K of these terms for the
 policy after k inner steps, on the episodes that policy sampled (the train batch of step
 k + 1, the valid batch for k = K): the initialization is then scored on several steps of its
-adaptation, not only the last (the paper's objective is w = (0, ..., 0, 1)). The step direction solves
+adaptation, not only the last (the paper's objective is w = (0, ..., 0, 1)). ``meta_pre_weight`` w_0
+adds the policy after k = 0 steps, theta itself, scored on the pre-update episodes it sampled
+(weights w_0..w_K normalized to sum 1): the paper's meta-gradient treats those episodes as fixed
+data, so nothing else rewards what the initialization does before it adapts. The step direction solves
 ``H x = grad S`` by conjugate gradient, where H is the Hessian of KL at theta. Because KL
 is zero with zero gradient there, H is exactly the Gauss-Newton matrix ``J^T M J``: J is
 the Jacobian of the post-adaptation distribution parameters (per step) with respect to
@@ -258,6 +261,7 @@ class MAMLTRPO:
         chunk_samples: int = 80_000,
         kl_check_groups: int = 4,
         meta_step_weights: Sequence[float] | None = None,
+        meta_pre_weight: float = 0.0,
     ):
         if not 0.0 < fisher_subsample <= 1.0:
             raise ValueError(f"fisher_subsample must be in (0, 1], got {fisher_subsample}")
@@ -281,6 +285,9 @@ class MAMLTRPO:
         if weights is not None and not (weights and all(w >= 0 and math.isfinite(w) for w in weights) and weights[-1] > 0):
             raise ValueError(f"meta_step_weights must be finite and >= 0 with the last > 0, got {meta_step_weights}")
         self.meta_step_weights = weights
+        if not (meta_pre_weight >= 0 and math.isfinite(meta_pre_weight)):
+            raise ValueError(f"meta_pre_weight must be finite and >= 0, got {meta_pre_weight}")
+        self.meta_pre_weight = float(meta_pre_weight)
 
     # ------------------------------------------------------------------ advantages
     def process(self, episodes: Episodes) -> Episodes:
@@ -415,19 +422,23 @@ class MAMLTRPO:
         return (surrogate, kl) if per_task else (surrogate.mean(), kl.mean())
 
     def scored_stages(self, num_steps: int) -> tuple[list[int], list[float]]:
-        """The numbers of inner steps after which the meta-objective scores the policy, and their weights
-        (summing to 1): the last stage alone unless ``meta_step_weights`` (one per inner step) says otherwise."""
-        if self.meta_step_weights is None or num_steps == 0:
-            return [num_steps], [1.0]
-        if len(self.meta_step_weights) != num_steps:
-            raise ValueError(f"{num_steps} inner steps but {len(self.meta_step_weights)} meta_step_weights")
-        total = sum(self.meta_step_weights)
-        stages = [k + 1 for k, w in enumerate(self.meta_step_weights) if w > 0]
-        return stages, [self.meta_step_weights[k - 1] / total for k in stages]
+        """The numbers of inner steps (0 = theta itself) after which the meta-objective scores the policy, and
+        their weights (summing to 1): the last stage alone unless ``meta_step_weights`` (one per inner step)
+        or ``meta_pre_weight`` say otherwise."""
+        if num_steps == 0:
+            return [0], [1.0]
+        post = self.meta_step_weights if self.meta_step_weights is not None else [0.0] * (num_steps - 1) + [1.0]
+        if len(post) != num_steps:
+            raise ValueError(f"{num_steps} inner steps but {len(post)} meta_step_weights")
+        weights = [self.meta_pre_weight, *post]
+        total = sum(weights)
+        stages = [k for k, w in enumerate(weights) if w > 0]
+        return stages, [weights[k] / total for k in stages]
 
     @staticmethod
     def scored_episodes(train_episodes: Sequence[Episodes], valid_episodes: Episodes, stages: Sequence[int]) -> list[Episodes]:
-        """The episodes each scored stage's policy sampled: train batch k after k inner steps (k < K), else valid."""
+        """The episodes each scored stage's policy sampled: train batch k after k inner steps (k < K), else valid
+        (without inner steps, K = 0, theta's own valid batch)."""
         return [train_episodes[k] if k < len(train_episodes) else valid_episodes for k in stages]
 
     def stage_dists(
@@ -442,10 +453,10 @@ class MAMLTRPO:
         inner steps (on ``train_episodes``) on the observations of the episodes it sampled."""
         stages, _ = self.scored_stages(len(train_episodes))
         lrs = self._step_sizes(train_episodes, lrs)
-        if stages == [0]:  # no inner step (the pretrained and oracle baselines): theta itself acts
-            return [vmap(self.policy.dist_params, in_dims=(None, 0))(params, valid_episodes.observations)]
         scored = dict(zip(stages, self.scored_episodes(train_episodes, valid_episodes, stages)))
         out = []
+        if 0 in scored:  # theta itself (no task axis yet): without inner steps, or with meta_pre_weight
+            out.append(vmap(self.policy.dist_params, in_dims=(None, 0))(params, scored[0].observations))
         for step, (episodes, lr) in enumerate(zip(train_episodes, lrs)):
             params = self.inner_step(params, episodes, lr, first_order)
             if step + 1 in scored:

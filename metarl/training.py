@@ -53,6 +53,9 @@ class TrainConfig:
     # the meta-objective's weight on the policy after each inner step 1..K, each scored on the episodes it
     # sampled (normalized to sum 1); empty: the paper's, the policy after all K steps alone
     meta_step_weights: tuple[float, ...] = ()
+    # the meta-objective's weight on the initialization itself, scored on the pre-update episodes it sampled, on
+    # the scale of meta_step_weights (whose default is 1 on the last step); 0: the paper's objective
+    meta_pre_weight: float = 0.0
     gamma: float = 0.99
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
@@ -92,6 +95,8 @@ class TrainConfig:
                 raise UserError(f"config key 'meta_step_weights' needs one weight per inner step ({self.num_inner_steps}), got {weights}")
             if not all(w >= 0 and math.isfinite(w) for w in weights) or not weights[-1] > 0:
                 raise UserError(f"config key 'meta_step_weights' must be finite and >= 0 with the last > 0, got {weights}")
+        if not (self.meta_pre_weight >= 0 and math.isfinite(self.meta_pre_weight)):
+            raise UserError(f"config key 'meta_pre_weight' must be finite and >= 0, got {self.meta_pre_weight}")
         if self.activation not in ("relu", "tanh"):
             raise UserError(f"config key 'activation' must be 'relu' or 'tanh', got {self.activation!r}")
         positive_ints = ("iterations", "meta_batch_size", "episodes_per_task", "num_inner_steps", "cg_iters",
@@ -158,6 +163,7 @@ def make_learner(config: TrainConfig, policy) -> MAMLTRPO:
         baseline_obs_clip=config.baseline_obs_clip,
         fisher_subsample=config.fisher_subsample,
         meta_step_weights=list(config.meta_step_weights) or None,
+        meta_pre_weight=config.meta_pre_weight,
     )
 
 

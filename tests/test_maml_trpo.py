@@ -28,14 +28,15 @@ def _episodes(algo, seed, kind="gaussian", dtype=torch.float64):
     return algo.process(Episodes(obs, actions, rewards, mask))
 
 
-def _setup(kind="gaussian", first_order=False, dtype=torch.float64, inner_lr=0.5, meta_step_weights=None):
+def _setup(kind="gaussian", first_order=False, dtype=torch.float64, inner_lr=0.5, meta_step_weights=None,
+           meta_pre_weight=0.0):
     torch.manual_seed(0)
     if kind == "gaussian":
         policy = GaussianMLPPolicy(OBS, 2, hidden_sizes=(5,), activation="tanh", init_std=0.8)
     else:
         policy = CategoricalMLPPolicy(OBS, 3, hidden_sizes=(5,), activation="tanh")
     algo = MAMLTRPO(policy, inner_lr=inner_lr, first_order=first_order, gamma=0.9, gae_lambda=0.95,
-                    meta_step_weights=meta_step_weights)
+                    meta_step_weights=meta_step_weights, meta_pre_weight=meta_pre_weight)
     params = {k: v.to(dtype) for k, v in policy.init_params(torch.Generator().manual_seed(1)).items()}
     params = {k: v + 0.1 * torch.randn(v.shape, dtype=dtype) for k, v in params.items()}  # non-zero biases
     train = [_episodes(algo, 10, kind, dtype), _episodes(algo, 11, kind, dtype)]
@@ -72,9 +73,10 @@ def _shifted(dists):
     return [tuple(o + 0.05 for o in dist) for dist in dists]
 
 
-@pytest.mark.parametrize("num_steps,weights", [(1, None), (2, None), (2, [1.0, 2.0])])
-def test_second_order_meta_gradient_matches_finite_differences(num_steps, weights):
-    algo, params, train, valid = _setup(meta_step_weights=weights)
+@pytest.mark.parametrize("num_steps,weights,pre", [(1, None, 0.0), (2, None, 0.0), (2, [1.0, 2.0], 0.0), (1, None, 0.5),
+                                                    (2, [0.0, 1.0], 2.0)])
+def test_second_order_meta_gradient_matches_finite_differences(num_steps, weights, pre):
+    algo, params, train, valid = _setup(meta_step_weights=weights, meta_pre_weight=pre)
     train = train[:num_steps]
     old = _shifted(_old_dists(algo, params, train, valid))
     objective = _meta_objective(algo, train, valid, old)
@@ -106,22 +108,23 @@ def test_first_order_meta_gradient_is_the_gradient_at_the_adapted_params():
     torch.testing.assert_close(grad, expected)
 
 
-@pytest.mark.parametrize("kind,first_order,num_steps,chunk,weights", [
-    ("gaussian", False, 1, 5, None), ("gaussian", False, 2, 5, None),
-    ("gaussian", True, 1, 5, None), ("gaussian", True, 2, 5, None),
-    ("categorical", False, 2, 5, None),
+@pytest.mark.parametrize("kind,first_order,num_steps,chunk,weights,pre", [
+    ("gaussian", False, 1, 5, None, 0.0), ("gaussian", False, 2, 5, None, 0.0),
+    ("gaussian", True, 1, 5, None, 0.0), ("gaussian", True, 2, 5, None, 0.0),
+    ("categorical", False, 2, 5, None, 0.0),
     # the update's passes over groups of episodes (2 + 1 and 1 + 1 + 1 of E = 3, with masked steps)
-    ("gaussian", False, 2, 2, None), ("gaussian", True, 2, 1, None), ("categorical", False, 1, 1, None),
-    # the objective over several inner steps' policies
-    ("gaussian", False, 2, 2, [1.0, 3.0]), ("gaussian", True, 2, 5, [1.0, 1.0]), ("categorical", False, 2, 5, [2.0, 1.0]),
+    ("gaussian", False, 2, 2, None, 0.0), ("gaussian", True, 2, 1, None, 0.0), ("categorical", False, 1, 1, None, 0.0),
+    # the objective over several inner steps' policies, theta's own included (meta_pre_weight)
+    ("gaussian", False, 2, 2, [1.0, 3.0], 0.0), ("gaussian", True, 2, 5, [1.0, 1.0], 0.0), ("categorical", False, 2, 5, [2.0, 1.0], 0.0),
+    ("gaussian", False, 1, 2, None, 0.5), ("gaussian", True, 2, 5, [0.0, 1.0], 1.0), ("categorical", False, 2, 5, [2.0, 1.0], 3.0),
 ])
-def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, chunk, weights):
-    algo, params, train, valid = _setup(kind, first_order, meta_step_weights=weights)
+def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, chunk, weights, pre):
+    algo, params, train, valid = _setup(kind, first_order, meta_step_weights=weights, meta_pre_weight=pre)
     algo.chunk_samples = TASKS * T * chunk + TASKS  # a little over `chunk` episodes: rounds down
     assert len(algo.chunks(valid)) == -(-E // chunk)
     train = train[:num_steps]
     old = _old_dists(algo, params, train, valid)
-    assert len(old) == (num_steps if weights else 1)
+    assert len(old) == (sum(w > 0 for w in weights) if weights else 1) + (pre > 0)
     kl_of = _meta_objective(algo, train, valid, old)
     hessian = torch.autograd.functional.hessian(lambda f: kl_of(f, params)[1], flatten(params))
     lin = algo.linearize(params, train, valid)
@@ -292,3 +295,26 @@ def test_meta_step_weights_pick_and_normalize_the_scored_stages():
     for bad in ([1.0, 0.0], [-1.0, 1.0], [float("nan"), 1.0], []):
         with pytest.raises(ValueError, match="meta_step_weights"):
             MAMLTRPO(algo.policy, inner_lr=0.1, meta_step_weights=bad)
+    # meta_pre_weight adds theta itself (stage 0), on the same scale as the step weights
+    assert _setup(meta_step_weights=[1.0, 0.0, 3.0], meta_pre_weight=4.0)[0].scored_stages(3) == ([0, 1, 3], [0.5, 0.125, 0.375])
+    assert _setup(meta_pre_weight=1.0)[0].scored_stages(2) == ([0, 2], [0.5, 0.5])
+    assert _setup(meta_pre_weight=1.0)[0].scored_stages(0) == ([0], [1.0])  # baselines: theta alone either way
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="meta_pre_weight"):
+            MAMLTRPO(algo.policy, inner_lr=0.1, meta_pre_weight=bad)
+
+
+def test_meta_pre_weight_scores_theta_on_the_pre_update_episodes():
+    """The weighted objective is (w0 S_0 + S_1) / (w0 + 1), S_0 being theta's own surrogate on train[0]."""
+    algo, params, train, valid = _setup(meta_pre_weight=0.5)
+    paper, _, _, _ = _setup()
+    train = train[:1]
+    old = _shifted(_old_dists(algo, params, train, valid))
+    with torch.no_grad():
+        ours = algo.surrogate_and_kl_stages(algo.stage_dists(params, train, valid), old, _scored(algo, train, valid), _weights(algo, train))
+        theta_dist = vmap(algo.policy.dist_params, in_dims=(None, 0))(params, train[0].observations)
+        pre = algo.surrogate_and_kl(theta_dist, old[0], train[0])
+        post = paper.surrogate_and_kl_stages(paper.stage_dists(params, train, valid), old[1:], [valid], [1.0])
+    for o, a, b in zip(ours, pre, post):
+        torch.testing.assert_close(o, (0.5 * a + b) / 1.5)
+    assert abs(pre[0].item()) > 1e-3  # the stage-0 term is not zero: the check can fail

@@ -94,6 +94,7 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
     ("baseline_obs_clip=0", "'baseline_obs_clip' must be positive"),
     ("meta_step_weights=[1, 1]", "'meta_step_weights' needs one weight per inner step (1)"),
     ("meta_step_weights=[-1]", "'meta_step_weights' must be finite and >= 0 with the last > 0"),
+    ("meta_pre_weight=-0.5", "'meta_pre_weight' must be finite and >= 0"),
     ("meta_batch_size=2.5", "'meta_batch_size' expects an integer"),
     ("env=\"metarl/Nope-v0\"", "unknown environment 'metarl/Nope-v0'"),
 ])
