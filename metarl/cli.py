@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<time>)")
     p.add_argument("--seed", type=int, help="overrides the config's seed")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (only 'iterations' and 'num_threads' may change)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (only 'iterations' and 'num_threads' may change; a baseline's run ignores the MAML-only keys)")
     p.add_argument("--evaluate", action="store_true", help="evaluate on held-out tasks after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train)

@@ -12,7 +12,7 @@ import json
 import math
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,6 +34,9 @@ CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
 CHECKPOINT_FORMAT = "metarl.maml_trpo/1"
 METHODS = ("maml", "pretrained", "oracle", "random")
+# Keys only MAML's adaptation and meta-objective read: a baseline trains plain TRPO on theta, so a paper row's
+# config may change its MAML objective without invalidating the row's pretrained and oracle runs.
+MAML_OBJECTIVE_KEYS = ("num_inner_steps", "first_order", "meta_step_weights", "meta_pre_weight")
 
 
 @dataclass
@@ -276,7 +279,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
 
     if resume:
         saved, state = load_run(run_dir, paper_row=False)
-        check_resumable(config, saved)
+        unread = MAML_OBJECTIVE_KEYS if config.method != "maml" else ()
+        check_resumable(config, saved, also_may_change=unread)
+        config = replace(config, **{k: getattr(saved, k) for k in unread})  # the run records what it was trained with
         params = {k: v.clone() for k, v in state["params"].items()}
         start = int(state["iteration"])
         drop_log_rows_after(run_dir / METRICS, start)

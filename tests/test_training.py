@@ -119,6 +119,20 @@ def test_evaluate_json_has_one_entry_per_step(tmp_path, capsys):
     assert again["returns"] == result["returns"]
 
 
+def test_a_baseline_resumes_under_a_changed_maml_objective_and_a_maml_run_does_not(tmp_path):
+    """A paper row may change its MAML objective without retraining its pretrained and oracle runs."""
+    objective = ["num_inner_steps=2", "meta_step_weights=[1, 1]", "meta_pre_weight=1.0", "first_order=true"]
+    straight = train(tiny(2, 'method="pretrained"'), tmp_path / "straight", progress=False)
+    run = train(tiny(1, 'method="pretrained"'), tmp_path / "run", progress=False)
+    train(tiny(2, 'method="pretrained"', *objective), run, resume=True, progress=False)
+    a, b = params_of(straight), params_of(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the keys were not read
+    assert (run / "config.toml").read_text() == (straight / "config.toml").read_text()  # nor recorded
+    maml = train(tiny(1), tmp_path / "maml", progress=False)
+    with pytest.raises(UserError, match="'num_inner_steps' differs"):
+        train(tiny(2, *objective), maml, resume=True, progress=False)
+
+
 def test_baselines_train_without_adaptation(tmp_path):
     initial = GaussianMLPPolicy(2, 2, hidden_sizes=(8,)).init_params(torch.Generator().manual_seed(0))
     random_run = train(tiny(3, 'method="random"'), tmp_path / "random", progress=False)
