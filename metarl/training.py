@@ -272,22 +272,25 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> Path:
+    # settle the config (and refuse a bad resume) before building anything from it
+    if resume:
+        saved, state = load_run(run_dir, paper_row=False)
+        unread = MAML_OBJECTIVE_KEYS if config.method != "maml" else ()
+        check_resumable(config, saved, also_may_change=unread)
+        config = replace(config, **{k: getattr(saved, k) for k in unread})  # the run records what it was trained with
+    elif (run_dir / CHECKPOINT).exists():
+        raise UserError(f"run directory {run_dir} already holds a checkpoint; pass --resume or choose another --out")
+
     torch.set_num_threads(config.num_threads)
     env = make_env(config, config.meta_batch_size, config.episodes_per_task)
     policy = make_policy(config, env)
     learner = make_learner(config, policy)
 
     if resume:
-        saved, state = load_run(run_dir, paper_row=False)
-        unread = MAML_OBJECTIVE_KEYS if config.method != "maml" else ()
-        check_resumable(config, saved, also_may_change=unread)
-        config = replace(config, **{k: getattr(saved, k) for k in unread})  # the run records what it was trained with
         params = {k: v.clone() for k, v in state["params"].items()}
         start = int(state["iteration"])
         drop_log_rows_after(run_dir / METRICS, start)
     else:
-        if (run_dir / CHECKPOINT).exists():
-            raise UserError(f"run directory {run_dir} already holds a checkpoint; pass --resume or choose another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         params = policy.init_params(torch.Generator().manual_seed(config.seed))
         start = 0
