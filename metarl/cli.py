@@ -31,10 +31,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from metarl.evaluation import evaluate_run, format_table
+    from metarl.evaluation import evaluate_run, format_table, pool_results
 
-    result = evaluate_run(args.run_dir, num_tasks=args.tasks, steps=args.steps, seed=args.seed, episodes=args.episodes,
-                          batch_steps=args.batch_steps)
+    if len(set(args.seed)) < len(args.seed):
+        raise UserError(f"--seed lists a seed twice ({' '.join(map(str, args.seed))}): the same draw of tasks twice")
+    results = [evaluate_run(args.run_dir, num_tasks=args.tasks, steps=args.steps, seed=seed, episodes=args.episodes,
+                            batch_steps=args.batch_steps) for seed in args.seed]
+    result = results[0] if len(results) == 1 else pool_results(results)
     print(json.dumps(result) if args.json else format_table(result))
     return 0
 
@@ -72,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     from metarl.compare import BATCH_STEPS_HELP
 
     p.add_argument("--batch-steps", type=int, metavar="N", help=BATCH_STEPS_HELP)
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed (a stream disjoint from training)")
+    p.add_argument("--seed", type=int, nargs="+", default=[0], metavar="S",
+                   help="evaluation seed (a stream disjoint from training); several seeds pool their draws of --tasks tasks")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_evaluate)
 

@@ -137,6 +137,9 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None, steps: int |
                  episodes: int | None = None, batch_steps: int | None = None) -> dict[str, Any]:
     """Evaluate a trained run on held-out tasks; returns the JSON-ready result of ``metarl evaluate``.
 
+    ``returns`` and ``ci95`` hold the mean over tasks and its 95% half-width after 0..steps steps;
+    ``per_task`` lists each task (its parameters) with its own mean return after each step.
+
     With ``batch_steps`` every step collects whole episodes until each task has that many
     environment steps (the paper's test batches; ``episodes`` is then how many are sampled at a
     time) and the result adds ``batch_steps`` and ``episodes_collected`` (mean per task, per step).
@@ -156,10 +159,34 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None, steps: int |
     per_task, counts = adaptation_curve(config, state["params"], tasks, lrs, episodes, seed, batch_steps)
     returns, ci95 = summarize(per_task)
     result = {"env": config.env, "tasks": num_tasks, "episodes_per_step": episodes, "iteration": int(state["iteration"]),
-              "step_sizes": lrs, "returns": returns, "ci95": ci95}
+              "seed": seed, "step_sizes": lrs, "returns": returns, "ci95": ci95,
+              "per_task": [{"task": task, "returns": [float(r) for r in per_task[:, i]]} for i, task in enumerate(tasks)]}
     if batch_steps is not None:
         result.update(batch_steps=batch_steps, episodes_collected=[float(row.mean()) for row in counts])
     return result
+
+
+def pool_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several :func:`evaluate_run` results of one run (different evaluation seeds) as one over all their tasks.
+
+    ``returns`` and ``ci95`` are recomputed from the pooled per-task returns, as if the draws were one
+    evaluation of ``sum(tasks)`` tasks; ``seed`` becomes ``seeds``. The draws must share everything else.
+    """
+    first = results[0]
+    shared = {k: v for k, v in first.items() if k not in ("tasks", "seed", "returns", "ci95", "per_task",
+                                                             "episodes_collected")}
+    for other in results[1:]:
+        if {k: other.get(k) for k in shared} != shared:
+            raise ValueError("pool_results needs evaluations of one run under one protocol")
+    per_task = [entry for result in results for entry in result["per_task"]]
+    returns, ci95 = summarize(np.array([entry["returns"] for entry in per_task]).T)  # [steps + 1, tasks]
+    pooled = {**shared, "tasks": len(per_task), "seeds": [r["seed"] for r in results], "returns": returns,
+              "ci95": ci95, "per_task": per_task}
+    if "episodes_collected" in first:
+        weights = np.array([r["tasks"] for r in results], dtype=np.float64)
+        collected = np.array([r["episodes_collected"] for r in results])  # [draws, steps + 1]
+        pooled["episodes_collected"] = [float(x) for x in weights @ collected / weights.sum()]
+    return pooled
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -168,7 +195,8 @@ def format_table(result: dict[str, Any]) -> str:
         counts, header = [f"  {n:>8.1f}" for n in result["episodes_collected"]], f"  {'episodes':>8}"
     else:
         counts, header = [""] * len(result["returns"]), ""
-    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {describe_batches(result)}",
+    draws = f" (evaluation seeds {', '.join(map(str, result['seeds']))})" if "seeds" in result else ""
+    lines = [f"{result['env']}: {result['tasks']} held-out tasks{draws}, {describe_batches(result)}",
              f"{'steps':>5}  {'mean return':>12}  {'95% CI':>8}{header}"]
     for k, (r, c) in enumerate(zip(result["returns"], result["ci95"])):
         lines.append(f"{k:>5}  {r:>12.2f}  {c:>8.2f}{counts[k]}")

@@ -10,11 +10,12 @@ import envs
 from metarl.cli import main
 from metarl.config import load_config
 from metarl.episodes import Episodes, concat_episodes
-from metarl.evaluation import adaptation_rollouts, evaluate_run, sample_step_counted
+from metarl.evaluation import adaptation_rollouts, evaluate_run, pool_results, sample_step_counted
 from metarl.maml_trpo import MAMLTRPO
 from metarl.policies import GaussianMLPPolicy
 from metarl.sampling import sample_episodes
 from metarl.seeding import EVALUATE, derive_seed
+from metarl.stats import mean_ci95
 from metarl.training import TrainConfig, broadcast, load_run, make_env, make_learner, make_policy, train
 
 ENV_ID = "metarl/Navigation2D-v0"
@@ -116,3 +117,56 @@ def test_bad_batch_steps_is_a_one_line_error(run, capsys):
     assert main(["evaluate", str(run), "--tasks", "2", "--batch-steps", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--batch-steps" in err and "\n" not in err
+
+
+def test_evaluation_keeps_each_tasks_returns_and_their_mean_is_the_headline(run):
+    result = evaluate_run(run, num_tasks=4, steps=2, episodes=2, seed=3)
+    config, _ = load_run(run)
+    tasks = envs.sample_tasks(config.env, 4, seed=derive_seed(EVALUATE, 3, 0))
+    assert [entry["task"] for entry in result["per_task"]] == tasks and result["seed"] == 3
+    per_task = [[entry["returns"][k] for entry in result["per_task"]] for k in range(3)]
+    for k in range(3):
+        assert result["returns"][k] == pytest.approx(sum(per_task[k]) / 4, rel=1e-12)
+    # the tasks differ, so the per-task figures are not one number copied four times
+    assert len(set(per_task[1])) == 4
+    json.dumps(result)  # JSON-ready as `--json` prints it
+
+
+def test_several_seeds_pool_their_draws_as_one_evaluation(run, capsys):
+    assert main(["evaluate", str(run), "--tasks", "3", "--steps", "1", "--episodes", "2", "--seed", "0", "2",
+                 "--json"]) == 0
+    pooled = json.loads(capsys.readouterr().out)
+    draws = [evaluate_run(run, num_tasks=3, steps=1, episodes=2, seed=s) for s in (0, 2)]
+    assert pooled["tasks"] == 6 and pooled["seeds"] == [0, 2] and "seed" not in pooled
+    assert pooled["per_task"] == json.loads(json.dumps(draws[0]["per_task"] + draws[1]["per_task"]))
+    for k in range(2):
+        values = [entry["returns"][k] for entry in pooled["per_task"]]
+        mean, ci = mean_ci95(values)
+        assert pooled["returns"][k] == pytest.approx(mean, rel=1e-12) and pooled["ci95"][k] == pytest.approx(ci)
+        # the same figure from the draws' summaries alone (the README's rule for pooling evaluation JSONs):
+        # within-draw sums of squares from each half-width, plus the spread of the draws' means
+        means = [d["returns"][k] for d in draws]
+        within = sum((d["ci95"][k] * math.sqrt(3) / 1.96) ** 2 * 2 for d in draws)
+        between = sum(3 * (m - mean) ** 2 for m in means)
+        assert 1.96 * math.sqrt((within + between) / 5) / math.sqrt(6) == pytest.approx(ci, rel=1e-9)
+    assert main(["evaluate", str(run), "--tasks", "3", "--steps", "1", "--episodes", "2", "--seed", "0", "2"]) == 0
+    assert "6 held-out tasks (evaluation seeds 0, 2)" in capsys.readouterr().out
+
+
+def test_pooling_refuses_draws_under_different_protocols_and_a_repeated_seed(run, capsys):
+    one = evaluate_run(run, num_tasks=2, steps=1, episodes=2, seed=0)
+    other = evaluate_run(run, num_tasks=2, steps=1, episodes=3, seed=1)
+    with pytest.raises(ValueError, match="one protocol"):
+        pool_results([one, other])
+    assert main(["evaluate", str(run), "--tasks", "2", "--seed", "1", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--seed" in err and "\n" not in err
+
+
+def test_pooled_step_counted_draws_average_their_episode_counts_by_task(run):
+    draws = [evaluate_run(run, num_tasks=n, steps=1, episodes=2, seed=s, batch_steps=150) for n, s in ((2, 0), (4, 1))]
+    pooled = pool_results(draws)
+    assert pooled["batch_steps"] == 150 and pooled["tasks"] == 6
+    for k in range(2):
+        expected = (2 * draws[0]["episodes_collected"][k] + 4 * draws[1]["episodes_collected"][k]) / 6
+        assert pooled["episodes_collected"][k] == pytest.approx(expected, rel=1e-12)
