@@ -20,7 +20,9 @@ import gymnasium as gym  # noqa: E402
 from envs.locomotion import (  # noqa: E402
     MAX_EPISODE_STEPS as _LOCOMOTION_STEPS,
     AntDirEnv,
+    AntDirRllabEnv,
     AntVelEnv,
+    AntVelRllabEnv,
     BatchedLocomotion,
     HalfCheetahDirEnv,
     HalfCheetahDirRllabEnv,
@@ -41,6 +43,8 @@ _LOCOMOTION = {
     "metarl/HalfCheetahDirRllab-v0": HalfCheetahDirRllabEnv,
     "metarl/AntVel-v0": AntVelEnv,
     "metarl/AntDir-v0": AntDirEnv,
+    "metarl/AntVelRllab-v0": AntVelRllabEnv,
+    "metarl/AntDirRllab-v0": AntDirRllabEnv,
 }
 _BATCHED = {"metarl/Navigation2D-v0": BatchedNavigation2D}
 _BATCHED.update({env_id: functools.partial(BatchedLocomotion, cls) for env_id, cls in _LOCOMOTION.items()})
@@ -118,5 +122,7 @@ __all__ = [
     "HalfCheetahDirRllabEnv",
     "AntVelEnv",
     "AntDirEnv",
+    "AntVelRllabEnv",
+    "AntDirRllabEnv",
     "BatchedLocomotion",
 ]

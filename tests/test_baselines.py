@@ -1,5 +1,10 @@
 """Linear feature baseline: exact recovery of a linear value, mask handling, regularisation fallback."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -63,3 +68,30 @@ def test_observations_can_be_clipped_as_in_rllab():
     assert not torch.allclose(unclipped.predict(obs, mask), clipped.predict(obs, mask))
     with pytest.raises(ValueError, match="obs_clip"):
         LinearFeatureBaseline(obs_clip=0.0)
+
+
+def test_fit_returns_with_two_threads_when_features_stay_zero():
+    """rllab's ant observes contact forces that stay zero for a whole batch; oneMKL's batched LU never returned on
+    such systems with two threads. In a subprocess (a hang must fail, not stall the suite): the fit ends, prints no
+    MKL error and solves every task's ridge system."""
+    script = """
+import torch
+from metarl.baselines import LinearFeatureBaseline, baseline_features
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+obs = torch.randn(4, 200, 2, 125, generator=g, dtype=torch.float64)
+obs[..., 29:113:2] = 0.0
+returns = torch.randn(4, 200, 2, generator=g, dtype=torch.float64)
+mask = torch.ones(4, 200, 2)
+weights = LinearFeatureBaseline().fit(obs, returns, mask).weights
+x = baseline_features(obs, mask).flatten(1, 2)
+system = x.mT @ x + 1e-5 * torch.eye(x.shape[-1], dtype=torch.float64)
+residual = system @ weights.unsqueeze(-1) - x.mT @ returns.reshape(4, -1, 1)
+print(float(residual.abs().max() / (x.mT @ returns.reshape(4, -1, 1)).abs().max()))
+"""
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=str(repo)),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "MKL ERROR" not in result.stdout + result.stderr
+    assert float(result.stdout) < 1e-8

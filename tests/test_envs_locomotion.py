@@ -18,6 +18,7 @@ from envs.locomotion import ANT, locomotion_reward
 
 CHEETAH_IDS = ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0"]
 RLLAB_IDS = ["metarl/HalfCheetahVelRllab-v0", "metarl/HalfCheetahDirRllab-v0"]
+ANT_RLLAB_IDS = ["metarl/AntVelRllab-v0", "metarl/AntDirRllab-v0"]
 ANT_IDS = ["metarl/AntVel-v0", "metarl/AntDir-v0"]
 MUJOCO_IDS = CHEETAH_IDS + ANT_IDS
 DT = 0.05  # 5 physics steps of 0.01 s
@@ -130,7 +131,7 @@ def test_direction_tasks_are_plus_minus_one_evenly(env_id):
     assert env.sample_tasks(10, seed=3) == env.sample_tasks(10, seed=3)
 
 
-@pytest.mark.parametrize("env_id", MUJOCO_IDS + RLLAB_IDS)
+@pytest.mark.parametrize("env_id", MUJOCO_IDS + RLLAB_IDS + ANT_RLLAB_IDS)
 def test_check_env(env_id):
     env = gym.make(env_id, render_mode="rgb_array", width=32, height=24)
     with warnings.catch_warnings():
@@ -141,7 +142,7 @@ def test_check_env(env_id):
     env.close()
 
 
-@pytest.mark.parametrize("env_id", MUJOCO_IDS + RLLAB_IDS)
+@pytest.mark.parametrize("env_id", MUJOCO_IDS + RLLAB_IDS + ANT_RLLAB_IDS)
 def test_batched_equals_single_over_a_full_episode(env_id):
     n = 5
     batched = envs.make_batched(env_id, n)
@@ -318,3 +319,124 @@ def test_rllab_cheetah_reset_noise():
     assert 0.008 < (qpos - batched.model.qpos0).std() < 0.012  # 0.01 * N(0, 1)
     assert 0.09 < qvel.std() < 0.11  # 0.1 * N(0, 1)
     assert batched.velocity_index == 8 and batched.observation_dim == 20
+
+
+def contact_forces_from_contacts(model, data):
+    """cfrc_ext [nbody, 6] rebuilt from the contact list: each contact's wrench (mj_contactForce, contact frame)
+    turned to the world, moved to the centre of mass of the body's tree, added to geom2's body, taken from geom1's."""
+    forces = np.zeros((model.nbody, 6))
+    wrench = np.zeros(6)
+    for i in range(data.ncon):
+        contact = data.contact[i]
+        mujoco.mj_contactForce(model, data, i, wrench)
+        frame = contact.frame.reshape(3, 3)  # rows: normal, tangents
+        force, torque = frame.T @ wrench[:3], frame.T @ wrench[3:]
+        for geom, sign in ((contact.geom1, -1.0), (contact.geom2, 1.0)):
+            body = model.geom_bodyid[geom]
+            if body == 0:
+                continue
+            arm = contact.pos - data.subtree_com[model.body_rootid[body]]
+            forces[body] += sign * np.concatenate([torque + np.cross(arm, force), force])
+    return forces
+
+
+def rllab_ant_readout(model, qpos, qvel, ctrl):
+    """What rllab's ant observes after a step, computed independently of envs.physics on a scratch MjData: contact
+    forces from the contact list, the torso's rotation from its quaternion, the centre of mass and its velocity as
+    rllab computed it (mass-weighted velocities of every body's centre of mass, mj_objectVelocity)."""
+    scratch = mujoco.MjData(model)
+    scratch.qpos[:], scratch.qvel[:], scratch.ctrl[:] = qpos, qvel, ctrl
+    mujoco.mj_forward(model, scratch)
+    xmat = np.zeros(9)
+    mujoco.mju_quat2Mat(xmat, qpos[3:7] / np.linalg.norm(qpos[3:7]))
+    masses = model.body_mass[1:]
+    com = (masses[:, None] * scratch.xipos[1:]).sum(axis=0) / masses.sum()
+    velocity = np.zeros((model.nbody, 6))
+    for body in range(1, model.nbody):
+        mujoco.mj_objectVelocity(model, scratch, mujoco.mjtObj.mjOBJ_BODY, body, velocity[body], 0)
+    com_velocity = (masses[:, None] * velocity[1:, 3:]).sum(axis=0) / masses.sum()
+    return contact_forces_from_contacts(model, scratch), xmat, com, com_velocity
+
+
+def test_rllab_ant_model_and_reset():
+    """rllab's ant.xml: one 0.02 s RK4 step per action, actions in [-1, 1] give +-150 N m (rllab's normalize wrapper
+    over its gearless +-150 motors), 125 observations; resets
+    add 0.01 N(0, 1) to rllab's standing pose and 0.1 N(0, 1) to zero velocities."""
+    batched = envs.make_batched("metarl/AntVelRllab-v0", 400, num_threads=0)
+    model = batched.model
+    assert model.opt.timestep == 0.02 and model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4
+    np.testing.assert_array_equal(batched.action_high, np.ones(8))
+    np.testing.assert_array_equal(model.actuator_gear[:, 0], np.full(8, 150.0))
+    assert (batched.observation_dim, batched.velocity_index, batched.dt) == (125, 15, 0.02)
+    stand = np.array([0, 0, 0.55, 1, 0, 0, 0, 0, 1, 0, -1, 0, -1, 0, 1])
+    batched.reset(seed=0)
+    qpos, qvel = batched.get_state()
+    assert np.abs(qpos.mean(axis=0) - stand).max() < 0.003
+    assert 0.009 < (qpos - stand).std() < 0.011 and 0.09 < qvel.std() < 0.11
+    env = gym.make("metarl/AntVelRllab-v0").unwrapped
+    env.reset(seed=0)
+    for t in range(3):
+        env.step(np.zeros(8))
+        assert env.data.time == pytest.approx(0.02 * (t + 1))
+
+
+@pytest.mark.parametrize("env_id", ANT_RLLAB_IDS)
+def test_rllab_ant_reward_and_observation_from_simulator_state(env_id):
+    """Observation qpos, qvel, clip(cfrc_ext), torso rotation, centre of mass; reward (1 for velocity tasks) + 0.05 +
+    task term - 0.005 ||a||^2 - 0.0005 ||clip(cfrc_ext)||^2, all checked against an independent readout."""
+    env = gym.make(env_id)
+    core = env.unwrapped
+    task = {"velocity": 1.3} if "Vel" in env_id else {"direction": -1.0}
+    core.set_task(task)
+    env.reset(seed=0)
+    rng = np.random.default_rng(1)
+    in_contact = 0
+    for _ in range(40):
+        action = rng.normal(0.0, 0.8, size=8)  # often outside [-1, 1]
+        obs, reward, terminated, truncated, _ = env.step(action)
+        qpos, qvel = core.data.qpos.copy(), core.data.qvel.copy()
+        a = np.clip(action, -1.0, 1.0)
+        np.testing.assert_array_equal(core.data.ctrl, a)
+        contacts, xmat, com, com_velocity = rllab_ant_readout(core.model, qpos, qvel, a)
+        contacts = np.clip(contacts, -1.0, 1.0).ravel()
+        in_contact += np.count_nonzero(contacts) > 0
+        assert obs.shape == (125,)
+        np.testing.assert_array_equal(obs[:29], np.concatenate([qpos, qvel]))
+        np.testing.assert_allclose(obs[29:], np.concatenate([contacts, xmat, com]), rtol=0, atol=1e-8)
+        v = com_velocity[0]
+        term = 1.0 - abs(v - task["velocity"]) if "velocity" in task else task["direction"] * v
+        want = term - 0.005 * np.sum(a**2) - 0.0005 * np.sum(contacts**2) + 0.05
+        assert reward == pytest.approx(want, rel=1e-8, abs=1e-8)
+        assert terminated == (not 0.2 <= qpos[2] <= 1.0) and not truncated
+        if terminated:
+            break
+    assert in_contact > 10  # the feet touch the floor: the contact terms are exercised
+
+
+def test_rllab_ant_pays_the_survival_bonus_on_the_last_step():
+    env = gym.make("metarl/AntDirRllab-v0")
+    core = env.unwrapped
+    core.set_task({"direction": 1.0})
+    env.reset(seed=0)
+    qpos, qvel = core.get_state()
+    qpos[2] = 1.5  # dropped from 1.5 m, in the air: no contact, still above 1.0 after 0.02 s
+    core.set_state(qpos, np.zeros_like(qvel))
+    _, reward, terminated, _, _ = env.step(np.zeros(8))
+    _, _, _, com_velocity = rllab_ant_readout(core.model, core.data.qpos, core.data.qvel, np.zeros(8))
+    assert terminated and core.data.qpos[2] > 1.0
+    assert reward == pytest.approx(com_velocity[0] + 0.05, rel=1e-9, abs=1e-12)
+
+
+def test_rllab_ant_batch_is_the_same_for_any_thread_count():
+    results = []
+    for threads in (0, 1, 2, 3):
+        batched = envs.make_batched("metarl/AntDirRllab-v0", 7, num_threads=threads)
+        batched.set_tasks(batched.sample_tasks(7, seed=0))
+        observations = [batched.reset(seed=1)]
+        rng = np.random.default_rng(2)
+        for _ in range(20):
+            observations.append(batched.step(rng.normal(0.0, 0.7, size=(7, 8)))[0])
+        batched.close()
+        results.append(np.stack(observations))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
