@@ -38,6 +38,8 @@ ROWS = {
     "halfcheetah_dir_rllab": "HalfCheetah, goal direction (the paper's rllab cheetah)",
     "ant_vel": "Ant, goal velocity",
     "ant_dir": "Ant, goal direction",
+    "ant_vel_rllab": "Ant, goal velocity (the paper's rllab ant)",
+    "ant_dir_rllab": "Ant, goal direction (the paper's rllab ant)",
 }
 # Finn et al. 2017: mean return after 0, 1, 2, 3 gradient steps; the oracle is one number (it does not adapt).
 PAPER = {
