@@ -78,11 +78,14 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     ``num_tasks``, ``steps`` and ``episodes`` default to the first run's ``eval_tasks``,
     ``eval_steps`` and ``eval_episodes``. Returns ``{"env", "tasks", "steps", "episodes_per_step",
     "seed", "methods": {name: {"run_dir", "method", "iteration", "step_sizes", "returns" [steps + 1],
-    "ci95" [steps + 1], "validation" (baselines: {step size: mean return})}}}``. ``log`` receives
+    "ci95" [steps + 1], "per_task" [{"task", "returns" [steps + 1]}], "validation" (baselines: {step
+    size: mean return})}}}``; every method's ``per_task`` lists the same tasks in the same order, so
+    methods can be compared task by task (paired). ``log`` receives
     a line as each run starts. With ``batch_steps`` every rollout collects whole episodes until each
     task has that many environment steps (``metarl.evaluation.sample_step_counted``) and the result
     adds ``"batch_steps"``.
     """
+    import numpy as np
     import torch
 
     import envs
@@ -126,10 +129,13 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
                                           batch_steps)
             lrs = [lr] * steps
             entry["validation"] = {f"{k:g}": v for k, v in scores.items()}
-        returns, ci95 = summarize(adaptation_returns(config, state["params"], tasks, lrs, episodes, seed, batch_steps))
+        per_task = adaptation_returns(config, state["params"], tasks, lrs, episodes, seed, batch_steps)
         if not lrs:  # not adapted: the same policy after every number of steps
-            returns, ci95 = returns * (steps + 1), ci95 * (steps + 1)
-        methods[name] = {**entry, "step_sizes": lrs, "returns": returns, "ci95": ci95}
+            per_task = np.repeat(per_task, steps + 1, axis=0)
+        returns, ci95 = summarize(per_task)
+        methods[name] = {**entry, "step_sizes": lrs, "returns": returns, "ci95": ci95,
+                         "per_task": [{"task": task, "returns": [float(r) for r in per_task[:, i]]}
+                                      for i, task in enumerate(tasks)]}
     result = {"env": first.env, "tasks": num_tasks, "steps": steps, "episodes_per_step": episodes, "seed": seed,
               "validation_tasks": val_tasks, "methods": methods}
     if batch_steps is not None:

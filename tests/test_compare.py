@@ -39,7 +39,22 @@ def test_maml_entry_equals_an_independent_evaluation(runs):
     maml = result["methods"]["maml"]
     alone = evaluate_run(runs["maml"], num_tasks=3, steps=2, episodes=2)
     assert maml["returns"] == alone["returns"] and maml["ci95"] == alone["ci95"]
+    assert maml["per_task"] == alone["per_task"]  # each task's own curve, as evaluate gives it
     assert maml["step_sizes"] == [0.5, 0.25] and "validation" not in maml
+
+
+def test_every_method_lists_the_same_tasks_with_their_own_returns(runs):
+    result = compare_runs([runs["maml"], runs["random"], runs["oracle"]], **SMALL)
+    held_out = envs.sample_tasks("metarl/Navigation2D-v0", 3, seed=derive_seed(EVALUATE, 0, 0))
+    for entry in result["methods"].values():
+        assert [t["task"] for t in entry["per_task"]] == held_out
+        per_task = np.array([t["returns"] for t in entry["per_task"]])  # [tasks, steps + 1]
+        assert per_task.shape == (3, 3)
+        np.testing.assert_allclose(per_task.mean(axis=0), entry["returns"], rtol=1e-12)
+    oracle = np.array([t["returns"] for t in result["methods"]["oracle"]["per_task"]])
+    assert np.all(oracle == oracle[:, :1])  # not adapted: one return per task, after every number of steps
+    maml, random = (np.array([t["returns"] for t in result["methods"][m]["per_task"]]) for m in ("maml", "random"))
+    assert not np.array_equal(maml, random)
 
 
 def test_baseline_adapts_on_the_same_tasks_with_its_validated_step_size(runs):
