@@ -198,7 +198,7 @@ class LocomotionEnv(gym.Env):
     (qpos, qvel) in and out, e.g. to compare with the batched form.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}  # 1 / dt, set per robot at construction
     robot: ClassVar[Robot]
     task_space: ClassVar[TaskSpace]
     default_task: ClassVar[dict[str, float]]
@@ -213,6 +213,7 @@ class LocomotionEnv(gym.Env):
         self.task_key = next(iter(self.task_space))
         self.readout = Readout(self.robot, self.model, self.task_key)
         self.dt = self.readout.dt
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.dt)}  # videos play in real time
         # rllab's ant: the latest forward_readout of this env (contact forces etc.), [1, forward_size]
         self._forward = np.zeros((1, forward_size(self.model))) if self.robot.forward_readout else None
         self._torso = self.model.body("torso").id
@@ -306,14 +307,12 @@ class HalfCheetahVelRllabEnv(HalfCheetahVelEnv):
     """``HalfCheetahVelEnv`` with rllab's conventions (the MAML paper's): 0.01 s steps, centre-of-mass velocity."""
 
     robot = HALF_CHEETAH_RLLAB
-    metadata = {**LocomotionEnv.metadata, "render_fps": 100}
 
 
 class HalfCheetahDirRllabEnv(HalfCheetahDirEnv):
     """``HalfCheetahDirEnv`` with rllab's conventions (the MAML paper's): 0.01 s steps, centre-of-mass velocity."""
 
     robot = HALF_CHEETAH_RLLAB
-    metadata = {**LocomotionEnv.metadata, "render_fps": 100}
 
 
 class AntVelEnv(LocomotionEnv):
@@ -336,14 +335,12 @@ class AntVelRllabEnv(AntVelEnv):
     """``AntVelEnv`` with rllab's ant (the MAML paper's): 0.02 s RK4 steps, contact forces, centre-of-mass velocity."""
 
     robot = ANT_RLLAB
-    metadata = {**LocomotionEnv.metadata, "render_fps": 50}
 
 
 class AntDirRllabEnv(AntDirEnv):
     """``AntDirEnv`` with rllab's ant (the MAML paper's): 0.02 s RK4 steps, contact forces, centre-of-mass velocity."""
 
     robot = ANT_RLLAB
-    metadata = {**LocomotionEnv.metadata, "render_fps": 50}
 
 
 class BatchedLocomotion:

@@ -61,37 +61,44 @@ def step_cold(model: mujoco.MjModel, data: mujoco.MjData, control: np.ndarray, f
     mujoco.mj_step(model, data, nstep=frame_skip)
 
 
-class BatchedPhysics:
-    """``num_envs`` copies of ``model``; ``advance`` steps them all ``frame_skip`` times in C threads.
+class EnvStates:
+    """The states of ``num_envs`` copies of ``model``, what both batched forms below step.
 
     ``state [num_envs, nstate]`` holds each env's full physics state (time,
     qpos, qvel, act); ``qpos [num_envs, nq]`` and ``qvel [num_envs, nv]`` are
     writable views into it.
     """
 
-    def __init__(self, model: mujoco.MjModel, num_envs: int, frame_skip: int, num_threads: int = 2):
+    def __init__(self, model: mujoco.MjModel, num_envs: int, frame_skip: int, num_threads: int):
         if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
             raise ValueError(f"num_threads must be a non-negative integer, got {num_threads!r}")
         self.model = model
         self.num_envs = num_envs
         self.frame_skip = frame_skip
-        nstate = mujoco.mj_stateSize(model, FULL_PHYSICS)
-        self.state = np.zeros((num_envs, nstate))
+        self.state = np.zeros((num_envs, mujoco.mj_stateSize(model, FULL_PHYSICS)))
         # FULLPHYSICS is laid out as [time, qpos, qvel, act, ...] (mj_getState's order).
         self.qpos = self.state[:, 1 : 1 + model.nq]
         self.qvel = self.state[:, 1 + model.nq : 1 + model.nq + model.nv]
-        self._controls = np.zeros((num_envs, frame_skip, model.nu))
-        self._trajectory = np.zeros((num_envs, frame_skip, nstate))
-        self._sensordata = np.zeros((num_envs, frame_skip, model.nsensordata))
-        self._models = [model] * num_envs
-        self._datas = [mujoco.MjData(model) for _ in range(max(1, num_threads))]
-        self._pool: mujoco.rollout.Rollout | None = mujoco.rollout.Rollout(nthread=int(num_threads))
 
     def initial_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
         """Set every env to time 0 with ``qpos [num_envs, nq]``, ``qvel [num_envs, nv]`` and no actuator state."""
         self.state[:] = 0.0
         self.qpos[:] = qpos
         self.qvel[:] = qvel
+
+
+class BatchedPhysics(EnvStates):
+    """``num_envs`` copies of ``model``; ``advance`` steps them all ``frame_skip`` times in C threads."""
+
+    def __init__(self, model: mujoco.MjModel, num_envs: int, frame_skip: int, num_threads: int = 2):
+        super().__init__(model, num_envs, frame_skip, num_threads)
+        nstate = self.state.shape[1]
+        self._controls = np.zeros((num_envs, frame_skip, model.nu))
+        self._trajectory = np.zeros((num_envs, frame_skip, nstate))
+        self._sensordata = np.zeros((num_envs, frame_skip, model.nsensordata))
+        self._models = [model] * num_envs
+        self._datas = [mujoco.MjData(model) for _ in range(max(1, num_threads))]
+        self._pool: mujoco.rollout.Rollout | None = mujoco.rollout.Rollout(nthread=int(num_threads))
 
     def advance(self, controls: np.ndarray) -> None:
         """Hold ``controls [num_envs, nu]`` (within ctrlrange) for ``frame_skip`` physics steps, in place."""
@@ -145,7 +152,7 @@ def forward_size(model: mujoco.MjModel) -> int:
     return 6 * model.nbody + 15
 
 
-class ThreadedPhysics:
+class ThreadedPhysics(EnvStates):
     """``BatchedPhysics`` for models whose observation needs a forward pass after every step.
 
     ``mujoco.rollout`` returns states and sensor values only, not the contact forces that
@@ -153,20 +160,11 @@ class ThreadedPhysics:
     (``forward_readout``) by a Python loop, its slice of envs per thread; MuJoCo releases the GIL
     inside its calls, so two threads run about 1.5x the rate of one. ``forward [num_envs,
     forward_size]`` holds every env's readout after the latest ``initial_state`` / ``advance``.
-    Same ``state``, ``qpos``, ``qvel`` layout as ``BatchedPhysics``.
     """
 
     def __init__(self, model: mujoco.MjModel, num_envs: int, frame_skip: int, body: int, num_threads: int = 2):
-        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 0:
-            raise ValueError(f"num_threads must be a non-negative integer, got {num_threads!r}")
-        self.model = model
-        self.num_envs = num_envs
-        self.frame_skip = frame_skip
+        super().__init__(model, num_envs, frame_skip, num_threads)
         self.body = body
-        nstate = mujoco.mj_stateSize(model, FULL_PHYSICS)
-        self.state = np.zeros((num_envs, nstate))
-        self.qpos = self.state[:, 1 : 1 + model.nq]
-        self.qvel = self.state[:, 1 + model.nq : 1 + model.nq + model.nv]
         self.forward = np.zeros((num_envs, forward_size(model)))
         workers = max(1, min(int(num_threads), num_envs))
         bounds = np.linspace(0, num_envs, workers + 1).astype(int)
@@ -197,9 +195,7 @@ class ThreadedPhysics:
 
     def initial_state(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
         """Set every env to time 0 with ``qpos [num_envs, nq]``, ``qvel [num_envs, nv]``, and read it."""
-        self.state[:] = 0.0
-        self.qpos[:] = qpos
-        self.qvel[:] = qvel
+        super().initial_state(qpos, qvel)
         self._all(None)
 
     def advance(self, controls: np.ndarray) -> None:

@@ -139,6 +139,7 @@ def test_check_env(env_id):
         # unbounded observations, as in gymnasium's own MuJoCo envs; the checker only advises against it
         warnings.filterwarnings("ignore", message=r".*Box observation space m\w+ value is -?infinity")
         check_env(env.unwrapped, skip_render_check=False)
+    assert env.metadata["render_fps"] == round(1.0 / env.unwrapped.dt)  # a video plays in real time
     env.close()
 
 
@@ -287,15 +288,20 @@ def test_planar_center_of_mass_refuses_a_non_planar_model():
         PlanarCenterOfMass(gym.make("metarl/AntVel-v0").unwrapped.model)
 
 
+def started_with_a_test_task(env_id):
+    """(env, env.unwrapped, task): velocity 1.3 or direction -1 set, reset with seed 0."""
+    env = gym.make(env_id)
+    task = {"velocity": 1.3} if "Vel" in env_id else {"direction": -1.0}
+    env.unwrapped.set_task(task)
+    env.reset(seed=0)
+    return env, env.unwrapped, task
+
+
 @pytest.mark.parametrize("env_id", RLLAB_IDS)
 def test_rllab_cheetah_reward_and_observation_from_simulator_state(env_id):
     """rllab's conventions (the MAML paper's): 0.01 s steps, reward on the centre of mass's velocity after the
     step, observation qpos[1:], qvel, centre of mass."""
-    env = gym.make(env_id)
-    core = env.unwrapped
-    task = {"velocity": 1.3} if "Vel" in env_id else {"direction": -1.0}
-    core.set_task(task)
-    env.reset(seed=0)
+    env, core, task = started_with_a_test_task(env_id)
     rng = np.random.default_rng(1)
     for t in range(30):
         action = rng.normal(0.0, 1.0, size=core.model.nu)
@@ -384,11 +390,7 @@ def test_rllab_ant_model_and_reset():
 def test_rllab_ant_reward_and_observation_from_simulator_state(env_id):
     """Observation qpos, qvel, clip(cfrc_ext), torso rotation, centre of mass; reward (1 for velocity tasks) + 0.05 +
     task term - 0.005 ||a||^2 - 0.0005 ||clip(cfrc_ext)||^2, all checked against an independent readout."""
-    env = gym.make(env_id)
-    core = env.unwrapped
-    task = {"velocity": 1.3} if "Vel" in env_id else {"direction": -1.0}
-    core.set_task(task)
-    env.reset(seed=0)
+    env, core, task = started_with_a_test_task(env_id)
     rng = np.random.default_rng(1)
     in_contact = 0
     for _ in range(40):
