@@ -85,7 +85,7 @@ class Robot:
     # rllab's ant: observation and reward read from a forward pass after each step (contact forces)
     forward_readout: bool = False
     contact_cost_weight: float = 0.0  # per squared clipped contact-force entry
-    velocity_bonus: float = 0.0  # added to the velocity task's term (rllab's ant: 1, "make it happy, not suicidal")
+    velocity_bonus: float = 0.0  # added to the velocity task's term (rllab's ant: 1, so that staying up pays)
 
 
 HALF_CHEETAH = Robot("half_cheetah.xml", frame_skip=5, skipped_qpos=1, ctrl_cost_weight=0.05, healthy_reward=0.0, healthy_z=None)
