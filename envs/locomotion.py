@@ -344,7 +344,7 @@ class AntDirRllabEnv(AntDirEnv):
 
 
 class BatchedLocomotion:
-    """``num_envs`` (task, episode) pairs of one ``LocomotionEnv`` class, stepped in C threads.
+    """``num_envs`` (task, episode) pairs of one ``LocomotionEnv`` class, stepped in threads (``envs.physics``).
 
     Same clipping, observation, reward and termination as the single env (the
     shared functions above); an env that terminated keeps being simulated (MuJoCo

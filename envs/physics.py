@@ -130,7 +130,7 @@ def forward_readout(model: mujoco.MjModel, data: mujoco.MjData, body: int, out: 
 
     rllab called ``model.forward()`` after every step (controls still applied), on a MuJoCo (1.x)
     whose forward pass also filled the external contact forces; MuJoCo 4 fills them only on request
-    (``mj_rnePostConstraint``). ``out [FORWARD_SIZE(model)]`` gets, in order: ``cfrc_ext`` of every
+    (``mj_rnePostConstraint``). ``out [forward_size(model)]`` gets, in order: ``cfrc_ext`` of every
     body ``[nbody * 6]`` (torque then force, N m and N, at the centre of mass of the body's tree),
     then of ``body``: its rotation matrix ``xmat [9]`` (row-major), the centre of mass of its
     subtree ``[3]`` (m) and that centre's linear velocity ``[3]`` (m/s). The solver starts cold
