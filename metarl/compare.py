@@ -89,7 +89,7 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     import torch
 
     import envs
-    from metarl.evaluation import adaptation_returns, check_protocol, summarize
+    from metarl.evaluation import adaptation_returns, check_protocol, per_task_entries, summarize
     from metarl.training import load_run, step_sizes
 
     run_dirs = [Path(d) for d in run_dirs]
@@ -134,8 +134,7 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
             per_task = np.repeat(per_task, steps + 1, axis=0)
         returns, ci95 = summarize(per_task)
         methods[name] = {**entry, "step_sizes": lrs, "returns": returns, "ci95": ci95,
-                         "per_task": [{"task": task, "returns": [float(r) for r in per_task[:, i]]}
-                                      for i, task in enumerate(tasks)]}
+                         "per_task": per_task_entries(tasks, per_task)}
     result = {"env": first.env, "tasks": num_tasks, "steps": steps, "episodes_per_step": episodes, "seed": seed,
               "validation_tasks": val_tasks, "methods": methods}
     if batch_steps is not None:

@@ -133,6 +133,11 @@ def summarize(per_task: np.ndarray) -> tuple[list[float], list[float]]:
     return [m for m, _ in stats], [c for _, c in stats]
 
 
+def per_task_entries(tasks: Sequence[dict], per_task: np.ndarray) -> list[dict[str, Any]]:
+    """The JSON ``per_task`` list: each task with its mean return after each step (``per_task [steps + 1, tasks]``)."""
+    return [{"task": task, "returns": [float(r) for r in per_task[:, i]]} for i, task in enumerate(tasks)]
+
+
 def evaluate_run(run_dir: str | Path, num_tasks: int | None = None, steps: int | None = None, seed: int = 0,
                  episodes: int | None = None, batch_steps: int | None = None) -> dict[str, Any]:
     """Evaluate a trained run on held-out tasks; returns the JSON-ready result of ``metarl evaluate``.
@@ -160,7 +165,7 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None, steps: int |
     returns, ci95 = summarize(per_task)
     result = {"env": config.env, "tasks": num_tasks, "episodes_per_step": episodes, "iteration": int(state["iteration"]),
               "seed": seed, "step_sizes": lrs, "returns": returns, "ci95": ci95,
-              "per_task": [{"task": task, "returns": [float(r) for r in per_task[:, i]]} for i, task in enumerate(tasks)]}
+              "per_task": per_task_entries(tasks, per_task)}
     if batch_steps is not None:
         result.update(batch_steps=batch_steps, episodes_collected=[float(row.mean()) for row in counts])
     return result
