@@ -255,8 +255,9 @@ class LocomotionEnv(gym.Env):
         self.data.qpos[:] = qpos
         self.data.qvel[:] = qvel
         self.data.ctrl[:] = 0.0
-        mujoco.mj_forward(self.model, self.data)
-        self._read_forward()
+        if self._forward is None:
+            mujoco.mj_forward(self.model, self.data)
+        self._read_forward()  # rllab's ant: its readout runs the forward pass
         return self._observation()
 
     def get_state(self) -> tuple[np.ndarray, np.ndarray]:

@@ -56,11 +56,11 @@ class LinearFeatureBaseline:
             # One task's system at a time: oneMKL's batched LU, given a batch whose features include columns that
             # stay zero (rllab's ant: contact forces of bodies that never touch), fails on entry to DLASWP with
             # two threads and never returns. Each single solve is bitwise the batched one where that works.
-            results = [torch.linalg.solve_ex(xtx[k] + reg[k] * eye, xty[k]) for k in todo.nonzero().squeeze(1).tolist()]
+            idx = todo.nonzero().squeeze(1)
+            results = [torch.linalg.solve_ex(xtx[k] + reg[k] * eye, xty[k]) for k in idx.tolist()]
             sol = torch.stack([r[0] for r in results])
             info = torch.stack([r[1] for r in results])
             ok = (info == 0) & torch.isfinite(sol).all(dim=(1, 2))
-            idx = todo.nonzero().squeeze(1)
             weights[idx[ok]] = sol[ok]
             todo[idx[ok]] = False
             if not todo.any():
