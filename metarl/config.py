@@ -108,8 +108,11 @@ def load_config(schema: type[C], path: str | Path | None = None, overrides: Iter
         nested = [k for k, v in values.items() if isinstance(v, dict)]
         if nested:
             raise UserError(f"config file {path}: tables are not supported, flatten [{nested[0]}]")
+    fields = {f.name for f in dataclasses.fields(schema)}
     for item in overrides:
         key, value = _parse_override(item)
+        if key not in fields:  # name the --set item, not the file it would have overridden
+            raise UserError(f"unknown config key {key!r} in --set {item} (known: {', '.join(sorted(fields))})")
         values[key] = value
     return build_config(schema, values, source)
 

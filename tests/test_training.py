@@ -88,7 +88,7 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("item, message", [
-    ("bogus=1", "unknown config key 'bogus'"),
+    ("bogus=1", "unknown config key 'bogus' in --set bogus=1"),
     ("inner_lr=-1", "'inner_lr' must be a positive number"),
     ("gamma=1.5", "'gamma' must be in (0, 1]"),
     ("baseline_obs_clip=0", "'baseline_obs_clip' must be positive"),
