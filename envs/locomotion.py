@@ -64,7 +64,7 @@ import mujoco
 import numpy as np
 
 from envs.center_of_mass import PlanarCenterOfMass
-from envs.physics import BatchedPhysics, ThreadedPhysics, forward_readout, forward_size, load_model, step_cold
+from envs.physics import BatchedPhysics, ReadoutPhysics, forward_readout, forward_size, load_model, step_cold
 from envs.tasks import Choice, Interval, TaskSpace, sample_tasks, validate_task, validate_tasks
 
 RESET_NOISE = 0.1
@@ -370,7 +370,7 @@ class BatchedLocomotion:
         self.action_low, self.action_high = self.model.actuator_ctrlrange.T.copy()
         if self.robot.forward_readout:
             torso = self.model.body("torso").id
-            self.physics = ThreadedPhysics(self.model, self.num_envs, self.robot.frame_skip, torso, num_threads)
+            self.physics = ReadoutPhysics(self.model, self.num_envs, self.robot.frame_skip, torso, num_threads)
         else:
             self.physics = BatchedPhysics(self.model, self.num_envs, self.robot.frame_skip, num_threads)
         self._tasks = [dict(env_class.default_task) for _ in range(self.num_envs)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import time
 from dataclasses import dataclass, replace
@@ -253,8 +254,19 @@ def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: 
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory so far of this process plus its running child processes (the rllab ant's
+    physics workers), in MiB. Linux reports ru_maxrss and VmHWM in KiB."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rpartition(")")[2].split()[1] != me:  # the field after the state is the parent pid
+                continue
+            status = (stat.parent / "status").read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        kib += sum(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return kib / 1024
 
 
 def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:

@@ -442,3 +442,38 @@ def test_rllab_ant_batch_is_the_same_for_any_thread_count():
         results.append(np.stack(observations))
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])
+
+
+def test_rllab_ant_worker_processes_end_with_close_and_a_lost_worker_is_an_error():
+    batched = envs.make_batched("metarl/AntVelRllab-v0", 6, num_threads=3)
+    workers = [w.process for w in batched.physics._workers]
+    assert len(workers) == 2 and all(w.poll() is None for w in workers)
+    batched.reset(seed=0)
+    batched.close()
+    assert all(w.poll() is not None for w in workers)  # closed, not left running
+    with pytest.raises(RuntimeError, match="closed"):
+        batched.step(np.zeros((6, 8)))
+
+    batched = envs.make_batched("metarl/AntVelRllab-v0", 6, num_threads=2)
+    batched.reset(seed=0)
+    worker = batched.physics._workers[0].process
+    worker.kill()
+    worker.wait()
+    with pytest.raises(RuntimeError, match="physics worker .*ended unexpectedly"):  # an error, not a hang
+        batched.step(np.zeros((6, 8)))
+    with pytest.raises(RuntimeError, match="closed"):  # the half-stepped batch is not reused
+        batched.step(np.zeros((6, 8)))
+
+
+def test_peak_memory_counts_the_physics_workers():
+    import resource
+
+    from metarl.training import peak_rss_mb
+
+    batched = envs.make_batched("metarl/AntVelRllab-v0", 4, num_threads=2)
+    worker = batched.physics._workers[0].process.pid
+    hwm = [int(line.split()[1]) for line in Path(f"/proc/{worker}/status").read_text().splitlines()
+           if line.startswith("VmHWM:")][0]
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert hwm > 10_000 and peak_rss_mb() >= (own + hwm) / 1024  # >= : other children may run too
+    batched.close()
