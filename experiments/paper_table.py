@@ -88,8 +88,11 @@ def markdown(row: str, result: dict[str, Any], runs: dict[str, dict[str, Any]], 
     """The paper-style table (ours beside the paper's numbers), then how each run was made."""
     steps = result["steps"]
     heads = [f"{k} step{'s' if k != 1 else ''}" for k in range(steps + 1)]
+    seeds = result.get("seeds", [result.get("seed")])
+    draws = (f"evaluation seed {seeds[0]}" if len(seeds) == 1 else
+             f"evaluation seeds {', '.join(map(str, seeds))}: {len(seeds)} draws of {result['tasks'] // len(seeds)} pooled")
     lines = [f"# MAML paper table: {ROWS[row]}", "",
-             f"Mean return ± 95% CI over {result['tasks']} held-out tasks (evaluation seed {result['seed']}), "
+             f"Mean return ± 95% CI over {result['tasks']} held-out tasks ({draws}), "
              f"{result['episodes_per_step']} episodes per task and step, on `{result['env']}`. MAML adapts with "
              f"its evaluation protocol; each baseline with one step size, the best after {steps} steps on "
              f"{result['validation_tasks']} separate validation tasks. Paper: Finn, Abbeel, Levine (2017); "
@@ -133,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=3, help="gradient steps (default 3, as the paper)")
     parser.add_argument("--episodes", type=int, help="episodes per task and step (default: eval_episodes, 20)")
     parser.add_argument("--val-tasks", type=int, default=10, help="validation tasks for baseline step sizes")
-    parser.add_argument("--seed", type=int, default=0, help="evaluation seed")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], metavar="S",
+                        help="evaluation seed; several pool their draws of --tasks tasks (as metarl compare)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 

@@ -31,10 +31,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from metarl.evaluation import evaluate_run, format_table, pool_results
+    from metarl.evaluation import check_seeds, evaluate_run, format_table, pool_results
 
-    if len(set(args.seed)) < len(args.seed):
-        raise UserError(f"--seed lists a seed twice ({' '.join(map(str, args.seed))}): the same draw of tasks twice")
+    check_seeds(args.seed)
     results = [evaluate_run(args.run_dir, num_tasks=args.tasks, steps=args.steps, seed=seed, episodes=args.episodes,
                             batch_steps=args.batch_steps) for seed in args.seed]
     result = results[0] if len(results) == 1 else pool_results(results)

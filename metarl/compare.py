@@ -70,14 +70,18 @@ def choose_step_size(config: TrainConfig, params: dict[str, Tensor], steps: int,
 
 
 def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, steps: int | None = None,
-                 episodes: int | None = None, seed: int = 0, val_tasks: int = 10,
+                 episodes: int | None = None, seed: int | Sequence[int] = 0, val_tasks: int = 10,
                  lr_scales: Sequence[float] = LR_SCALES, log: Callable[[str], None] | None = None,
                  batch_steps: int | None = None) -> dict[str, Any]:
     """Adaptation curves of every run on the same held-out tasks; the JSON-ready result of ``metarl compare``.
 
     ``num_tasks``, ``steps`` and ``episodes`` default to the first run's ``eval_tasks``,
-    ``eval_steps`` and ``eval_episodes``. Returns ``{"env", "tasks", "steps", "episodes_per_step",
-    "seed", "methods": {name: {"run_dir", "method", "iteration", "step_sizes", "returns" [steps + 1],
+    ``eval_steps`` and ``eval_episodes``. Several evaluation seeds (``seed=[0, 1, 2]``) pool their
+    draws of ``num_tasks`` tasks into one comparison over all of them (as ``metarl evaluate --seed``
+    pools: means and intervals over the pooled per-task returns); a baseline's step size is chosen
+    once, on the first seed's validation tasks. Returns ``{"env", "tasks" (all draws), "steps",
+    "episodes_per_step", "seed" (or "seeds" for several), "methods": {name: {"run_dir", "method",
+    "iteration", "step_sizes", "returns" [steps + 1],
     "ci95" [steps + 1], "per_task" [{"task", "returns" [steps + 1]}], "validation" (baselines: {step
     size: mean return})}}}``; every method's ``per_task`` lists the same tasks in the same order, so
     methods can be compared task by task (paired). ``log`` receives
@@ -89,7 +93,7 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     import torch
 
     import envs
-    from metarl.evaluation import adaptation_returns, check_protocol, per_task_entries, summarize
+    from metarl.evaluation import adaptation_returns, check_protocol, check_seeds, per_task_entries, summarize
     from metarl.training import load_run, step_sizes
 
     run_dirs = [Path(d) for d in run_dirs]
@@ -112,7 +116,11 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     check_protocol(steps, episodes, batch_steps)
     if not lr_scales or min(lr_scales) <= 0:
         raise UserError(f"step-size scales must be positive numbers, got {list(lr_scales)}")
-    tasks = envs.sample_tasks(first.env, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    if not seeds:
+        raise UserError("--seed needs at least one evaluation seed")
+    check_seeds(seeds)
+    draws = {s: envs.sample_tasks(first.env, num_tasks, seed=derive_seed(EVALUATE, s, 0)) for s in seeds}
     methods: dict[str, Any] = {}
     for name, d, (config, state) in zip(run_names(run_dirs, [c.method for c, _ in runs]), run_dirs, runs):
         if log is not None:
@@ -125,17 +133,19 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
         elif config.method == "maml" or steps == 0:
             lrs = step_sizes(config.inner_lr, steps, config.later_lr_scale)
         else:
-            lr, scores = choose_step_size(config, state["params"], steps, episodes, val_tasks, seed, lr_scales,
+            lr, scores = choose_step_size(config, state["params"], steps, episodes, val_tasks, seeds[0], lr_scales,
                                           batch_steps)
             lrs = [lr] * steps
             entry["validation"] = {f"{k:g}": v for k, v in scores.items()}
-        per_task = adaptation_returns(config, state["params"], tasks, lrs, episodes, seed, batch_steps)
+        per_task = np.concatenate([adaptation_returns(config, state["params"], tasks, lrs, episodes, s, batch_steps)
+                                   for s, tasks in draws.items()], axis=1)  # [steps + 1, all tasks]
         if not lrs:  # not adapted: the same policy after every number of steps
             per_task = np.repeat(per_task, steps + 1, axis=0)
         returns, ci95 = summarize(per_task)
         methods[name] = {**entry, "step_sizes": lrs, "returns": returns, "ci95": ci95,
-                         "per_task": per_task_entries(tasks, per_task)}
-    result = {"env": first.env, "tasks": num_tasks, "steps": steps, "episodes_per_step": episodes, "seed": seed,
+                         "per_task": per_task_entries([t for tasks in draws.values() for t in tasks], per_task)}
+    result = {"env": first.env, "tasks": num_tasks * len(seeds), "steps": steps, "episodes_per_step": episodes,
+              **({"seed": seeds[0]} if len(seeds) == 1 else {"seeds": seeds}),
               "validation_tasks": val_tasks, "methods": methods}
     if batch_steps is not None:
         result["batch_steps"] = batch_steps
@@ -144,11 +154,12 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
 
 def format_table(result: dict[str, Any]) -> str:
     """Mean return +- 95% CI of every method after 0..steps gradient steps, one row per method."""
-    from metarl.evaluation import describe_batches
+    from metarl.evaluation import describe_batches, describe_draws
 
     width = max(len("method"), *(len(n) for n in result["methods"]))
     cells = [f"{k} step{'s' if k != 1 else ''}" for k in range(result["steps"] + 1)]
-    lines = [f"{result['env']}: {result['tasks']} held-out tasks, {describe_batches(result)}, mean return +- 95% CI",
+    lines = [f"{result['env']}: {result['tasks']} held-out tasks{describe_draws(result)}, {describe_batches(result)}, "
+             "mean return +- 95% CI",
              f"{'method':<{width}}  " + "  ".join(f"{c:>16}" for c in cells) + "  step sizes"]
     for name, m in result["methods"].items():
         values = "  ".join(f"{f'{r:.1f} +- {c:.1f}':>16}" for r, c in zip(m["returns"], m["ci95"]))
@@ -211,7 +222,9 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, help="episodes per task and step (default: the first run's eval_episodes, 20)")
     p.add_argument("--batch-steps", type=int, metavar="N", help=BATCH_STEPS_HELP)
     p.add_argument("--val-tasks", type=int, default=10, help="validation tasks for the baselines' step sizes (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed (streams disjoint from training)")
+    p.add_argument("--seed", type=int, nargs="+", default=[0], metavar="S",
+                   help="evaluation seed (streams disjoint from training); several seeds pool their draws of --tasks "
+                        "tasks, the baselines' step sizes chosen on the first seed's validation tasks")
     p.add_argument("--plot", type=Path, metavar="FILE", help="write the return-vs-steps figure (.png, .pdf, .svg)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_run)

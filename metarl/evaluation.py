@@ -120,6 +120,17 @@ def check_protocol(steps: int, episodes: int, batch_steps: int | None) -> None:
         raise UserError(f"--batch-steps must be >= 1, got {batch_steps}")
 
 
+def check_seeds(seeds: Sequence[int]) -> None:
+    """The one-line error for an evaluation seed given twice (evaluate and compare pool draws by seed)."""
+    if len(set(seeds)) < len(seeds):
+        raise UserError(f"--seed lists a seed twice ({' '.join(map(str, seeds))}): the same draw of tasks twice")
+
+
+def describe_draws(result: dict[str, Any]) -> str:
+    """``" (evaluation seeds 0, 1, 2)"`` for a result pooled over draws, else nothing; for table headings."""
+    return f" (evaluation seeds {', '.join(map(str, result['seeds']))})" if "seeds" in result else ""
+
+
 def describe_batches(result: dict[str, Any]) -> str:
     """How a result's batches were collected, for its table's heading."""
     if "batch_steps" in result:
@@ -200,8 +211,7 @@ def format_table(result: dict[str, Any]) -> str:
         counts, header = [f"  {n:>8.1f}" for n in result["episodes_collected"]], f"  {'episodes':>8}"
     else:
         counts, header = [""] * len(result["returns"]), ""
-    draws = f" (evaluation seeds {', '.join(map(str, result['seeds']))})" if "seeds" in result else ""
-    lines = [f"{result['env']}: {result['tasks']} held-out tasks{draws}, {describe_batches(result)}",
+    lines = [f"{result['env']}: {result['tasks']} held-out tasks{describe_draws(result)}, {describe_batches(result)}",
              f"{'steps':>5}  {'mean return':>12}  {'95% CI':>8}{header}"]
     for k, (r, c) in enumerate(zip(result["returns"], result["ci95"])):
         lines.append(f"{k:>5}  {r:>12.2f}  {c:>8.2f}{counts[k]}")

@@ -13,7 +13,7 @@ import envs
 from metarl.cli import main
 from metarl.compare import compare_runs
 from metarl.config import load_config
-from metarl.evaluation import adaptation_returns, evaluate_run
+from metarl.evaluation import adaptation_returns, evaluate_run, pool_results
 from metarl.seeding import EVALUATE, VALIDATE, derive_seed
 from metarl.training import TrainConfig, load_run, train
 
@@ -117,17 +117,40 @@ def test_table_and_plot(runs, tmp_path, capsys):
         assert np.asarray(image.convert("L")).std() > 0  # not a blank canvas
 
 
+def test_several_seeds_pool_draws_as_evaluate_does(runs, capsys):
+    result = compare_runs([runs["maml"], runs["random"]], seed=[0, 3], **SMALL)
+    assert result["seeds"] == [0, 3] and "seed" not in result and result["tasks"] == 6
+    maml = result["methods"]["maml"]
+    pooled = pool_results([evaluate_run(runs["maml"], num_tasks=3, steps=2, episodes=2, seed=s) for s in (0, 3)])
+    assert maml["returns"] == pooled["returns"] and maml["ci95"] == pooled["ci95"]
+    assert maml["per_task"] == pooled["per_task"]
+    # the baseline's step size is the one the first seed's validation tasks pick, used on every draw
+    random = result["methods"]["random"]
+    alone = compare_runs([runs["random"]], seed=0, **SMALL)["methods"]["random"]
+    assert random["step_sizes"] == alone["step_sizes"] and random["validation"] == alone["validation"]
+    assert random["per_task"][:3] == alone["per_task"]
+    lr = random["step_sizes"][0]
+    config, state = load_run(runs["random"])
+    draw = envs.sample_tasks(config.env, 3, seed=derive_seed(EVALUATE, 3, 0))
+    curve = adaptation_returns(config, state["params"], draw, [lr, lr], 2, 3)
+    assert [t["returns"] for t in random["per_task"][3:]] == curve.T.tolist()
+    assert main(["compare", str(runs["maml"]), "--tasks", "2", "--steps", "1", "--episodes", "1", "--seed", "0", "2"]) == 0
+    assert "4 held-out tasks (evaluation seeds 0, 2)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "run directory not found"),
     ("mismatch", "runs do not share an environment"),
     ("plot", "--plot"),
     ("twice", "run directory given twice"),
+    ("seed", "--seed lists a seed twice (1 1)"),
 ])
 def test_bad_arguments_are_one_line_errors(runs, tmp_path, capsys, case, message):
     args = {"missing": [str(runs["maml"]), str(tmp_path / "nope")],
             "mismatch": [str(runs["maml"]), str(runs["cheetah"])],
             "plot": [str(runs["maml"]), "--plot", str(tmp_path / "figure.jpg")],
-            "twice": [str(runs["maml"]), str(runs["maml"])]}[case]
+            "twice": [str(runs["maml"]), str(runs["maml"])],
+            "seed": [str(runs["maml"]), "--seed", "1", "1"]}[case]
     assert main(["compare", *args, "--tasks", "2", "--steps", "1", "--episodes", "1"]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip()
@@ -159,6 +182,12 @@ def test_paper_table_trains_compares_and_writes_the_markdown(tmp_path, capsys):
     # a second invocation continues the finished runs instead of refusing their checkpoints
     assert paper_table.main(args) == 0
     assert json.loads((tmp_path / "row" / "compare.json").read_text())["methods"]["maml"]["returns"] == ours["returns"]
+    # several evaluation seeds: the first draw's tasks keep their returns, the table says it pooled two draws
+    assert paper_table.main(args + ["--seed", "0", "1"]) == 0
+    pooled = json.loads((tmp_path / "row" / "compare.json").read_text())
+    assert pooled["seeds"] == [0, 1] and pooled["tasks"] == 4
+    assert pooled["methods"]["maml"]["per_task"][:2] == ours["per_task"]
+    assert "4 held-out tasks (evaluation seeds 0, 1: 2 draws of 2 pooled)" in (tmp_path / "row" / "table.md").read_text()
     capsys.readouterr()
     assert paper_table.main(["navigation2d", "--out", str(tmp_path / "bad"), "--methods", "maml,reptile"]) == 2
     assert capsys.readouterr().err.strip() == "error: --methods: unknown method reptile (known: maml, pretrained, oracle, random)"
