@@ -3,7 +3,7 @@
 Features of an observation ``o`` at step ``t`` are ``[o, o^2, s, s^2, s^3, 1]`` with
 ``s = t / 100``, optionally with ``o`` clipped to ``[-obs_clip, obs_clip]``. rllab's baseline (the
 MAML paper's) clips at 10, which a running cheetah's joint velocities often exceed; unclipped
-features learned faster in our cheetah runs (README), so clipping is off by default. Steps with
+features learned faster in our cheetah runs (experiments/README.md), so clipping is off by default. Steps with
 mask 0 have all-zero features, so they neither enter the fit nor receive a value. The normal equations are solved in float64 for all tasks at once.
 """
 

@@ -64,7 +64,7 @@ class TrainConfig:
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
     # the linear baseline's features clip observations to +-baseline_obs_clip (inf: no clipping; rllab, the
-    # paper's code, clips at 10, which learned more slowly on the cheetah rows: README)
+    # paper's code, clips at 10, which learned more slowly on the cheetah rows: experiments/README.md)
     baseline_obs_clip: float = math.inf
     max_kl: float = 0.01
     cg_iters: int = 10
