@@ -122,10 +122,11 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     check_seeds(seeds)
     draws = {s: envs.sample_tasks(first.env, num_tasks, seed=derive_seed(EVALUATE, s, 0)) for s in seeds}
     methods: dict[str, Any] = {}
+    held_out = f"{num_tasks} tasks" if len(seeds) == 1 else f"{len(seeds)} draws of {num_tasks} tasks"
     for name, d, (config, state) in zip(run_names(run_dirs, [c.method for c, _ in runs]), run_dirs, runs):
         if log is not None:
             log(f"{name}: {'choosing the step size, then ' if config.method in ('pretrained', 'random') and steps else ''}"
-                f"adapting on {num_tasks} tasks")
+                f"adapting on {held_out}")
         torch.set_num_threads(config.num_threads)
         entry: dict[str, Any] = {"run_dir": str(d), "method": config.method, "iteration": int(state["iteration"])}
         if config.method == "oracle":  # it observes the task, so it is not adapted: the paper's flat line

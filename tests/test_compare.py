@@ -135,7 +135,9 @@ def test_several_seeds_pool_draws_as_evaluate_does(runs, capsys):
     curve = adaptation_returns(config, state["params"], draw, [lr, lr], 2, 3)
     assert [t["returns"] for t in random["per_task"][3:]] == curve.T.tolist()
     assert main(["compare", str(runs["maml"]), "--tasks", "2", "--steps", "1", "--episodes", "1", "--seed", "0", "2"]) == 0
-    assert "4 held-out tasks (evaluation seeds 0, 2)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "4 held-out tasks (evaluation seeds 0, 2)" in captured.out
+    assert "maml: adapting on 2 draws of 2 tasks" in captured.err  # the progress line counts the draws too
 
 
 @pytest.mark.parametrize("case, message", [
