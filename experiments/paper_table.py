@@ -51,6 +51,13 @@ PAPER = {
 }
 PAPER["halfcheetah_vel_rllab"] = PAPER["halfcheetah_vel"]  # the paper's numbers come from rllab's cheetah
 PAPER["halfcheetah_dir_rllab"] = PAPER["halfcheetah_dir"]
+# Rows whose environment is not the paper's: their table says so beside the paper's numbers.
+NOT_THE_PAPERS_ENV = {
+    row: (f"The paper's numbers come from rllab's cheetah (`{row}_rllab`); this row's gymnasium cheetah runs "
+          "10 s episodes (200 steps of 0.05 s, against the paper's 2 s), so its returns are not comparable "
+          "with them.")
+    for row in ("halfcheetah_vel", "halfcheetah_dir")
+}
 
 
 def training_seconds(run_dir: Path) -> float:
@@ -110,6 +117,8 @@ def markdown(row: str, result: dict[str, Any], runs: dict[str, dict[str, Any]], 
             lines.append(f"| {entry['method']} (paper) | " + " | ".join(cells) + " | |")
     if not paper:
         lines += ["", "No paper numbers are recorded for this row."]
+    elif row in NOT_THE_PAPERS_ENV:
+        lines += ["", NOT_THE_PAPERS_ENV[row]]
     lines += ["", "## Runs", "",
               "| method | run directory | iterations | training seed | training time (s) | wall time here (s) |",
               "|---|---|---|---|---|---|"]

@@ -195,6 +195,23 @@ def test_paper_table_trains_compares_and_writes_the_markdown(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: --methods: unknown method reptile (known: maml, pretrained, oracle, random)"
 
 
+def test_paper_table_says_when_its_cheetah_is_not_the_papers():
+    # the gymnasium cheetah's returns (10 s episodes) sit beside the paper's rllab-cheetah numbers: say so
+    paper_table = load_experiment("paper_table")
+    entry = {"method": "maml", "returns": [-168.0, -114.7], "ci95": [22.3, 11.4], "step_sizes": [0.1]}
+    result = {"steps": 1, "seed": 0, "tasks": 40, "episodes_per_step": 20, "validation_tasks": 10,
+              "env": "metarl/HalfCheetahVel-v0", "methods": {"maml": entry}}
+
+    def table(row):
+        return paper_table.markdown(row, result, {}, 1.0, "cmd")
+
+    assert "| maml (paper) | -129.5 | -78.6 |" in table("halfcheetah_vel")
+    assert "not comparable" in table("halfcheetah_vel") and "`halfcheetah_vel_rllab`" in table("halfcheetah_vel")
+    assert "`halfcheetah_dir_rllab`" in table("halfcheetah_dir")
+    assert "not comparable" not in table("halfcheetah_vel_rllab")
+    assert "| maml (paper) | -129.5 | -78.6 |" in table("halfcheetah_vel_rllab")
+
+
 def test_paper_table_interrupted_exits_130_with_one_line(tmp_path, capsys, monkeypatch):
     # a kill (SIGTERM, turned into KeyboardInterrupt where the run is held) ends with a message, no traceback
     paper_table = load_experiment("paper_table")
