@@ -51,13 +51,10 @@ PAPER = {
 }
 PAPER["halfcheetah_vel_rllab"] = PAPER["halfcheetah_vel"]  # the paper's numbers come from rllab's cheetah
 PAPER["halfcheetah_dir_rllab"] = PAPER["halfcheetah_dir"]
-# Rows whose environment is not the paper's: their table says so beside the paper's numbers.
-NOT_THE_PAPERS_ENV = {
-    row: (f"The paper's numbers come from rllab's cheetah (`{row}_rllab`); this row's gymnasium cheetah runs "
-          "10 s episodes (200 steps of 0.05 s, against the paper's 2 s), so its returns are not comparable "
-          "with them.")
-    for row in ("halfcheetah_vel", "halfcheetah_dir")
-}
+# What the table of a gymnasium-cheetah row (one whose paper numbers are its `_rllab` twin's) says beside them.
+NOT_THE_PAPERS_ENV = ("The paper's numbers come from rllab's cheetah (`{twin}`); this row's gymnasium cheetah runs "
+                      "10 s episodes (200 steps of 0.05 s, against the paper's 2 s), so its returns are not "
+                      "comparable with them.")
 
 
 def training_seconds(run_dir: Path) -> float:
@@ -117,8 +114,8 @@ def markdown(row: str, result: dict[str, Any], runs: dict[str, dict[str, Any]], 
             lines.append(f"| {entry['method']} (paper) | " + " | ".join(cells) + " | |")
     if not paper:
         lines += ["", "No paper numbers are recorded for this row."]
-    elif row in NOT_THE_PAPERS_ENV:
-        lines += ["", NOT_THE_PAPERS_ENV[row]]
+    elif f"{row}_rllab" in PAPER:
+        lines += ["", NOT_THE_PAPERS_ENV.format(twin=f"{row}_rllab")]
     lines += ["", "## Runs", "",
               "| method | run directory | iterations | training seed | training time (s) | wall time here (s) |",
               "|---|---|---|---|---|---|"]
