@@ -27,6 +27,7 @@ from metarl.errors import UserError
 from metarl.maml_trpo import InnerCurvature, MAMLTRPO
 from metarl import policies
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from metarl.provenance import record_machine
 from metarl.sampling import sample_episodes
 from metarl.seeding import TRAIN, derive_seed
 
@@ -273,7 +274,8 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progre
     """Run (or continue) MAML-TRPO meta-training; returns the run directory.
 
     The run directory holds ``config.toml``, ``checkpoint.pt`` (the latest completed iteration),
-    ``metrics.jsonl`` (one object per iteration) and ``tb/`` (TensorBoard scalars). One process
+    ``metrics.jsonl`` (one object per iteration), ``machine.jsonl`` (the CPU and library versions, one
+    object per start or resume) and ``tb/`` (TensorBoard scalars). One process
     at a time trains a run directory (``checkpoint.exclusive_run``).
     """
     run_dir = Path(run_dir)
@@ -308,6 +310,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
         start = 0
         (run_dir / METRICS).unlink(missing_ok=True)
     (run_dir / CONFIG).write_text(dump_toml(config_to_dict(config)))
+    record_machine(run_dir, start, config.num_threads)
 
     def save(iteration: int) -> None:
         save_checkpoint({"format": CHECKPOINT_FORMAT, "iteration": iteration, "params": params,

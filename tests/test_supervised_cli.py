@@ -8,6 +8,7 @@ import torch
 from metarl.cli import main
 from metarl.config import load_config
 from metarl.errors import UserError
+from metarl.provenance import MACHINE
 from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.evaluate import evaluate, load_run
 from metarl.supervised.train import train
@@ -119,6 +120,9 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path, capsys):
         assert torch.equal(state["params"][k], straight[k]), k
     assert main(args + ["--resume", "--set", "meta_batch_size=4"]) == 2
     assert "meta_batch_size" in capsys.readouterr().err
+    # a refused resume leaves the machine record alone; each accepted start or resume has its line
+    machine = [json.loads(line) for line in (tmp_path / "b" / MACHINE).read_text().splitlines()]
+    assert [m["from_iteration"] for m in machine] == [0, 5]
 
 
 def test_sigterm_saves_the_last_completed_iteration_and_frees_the_run(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from metarl.config import load_config
 from metarl.errors import UserError
 from metarl.evaluation import evaluate_run
 from metarl.policies import GaussianMLPPolicy
+from metarl.provenance import MACHINE
 from metarl.training import CHECKPOINT, METRICS, TrainConfig, load_run, train
 
 TINY = ["env=\"metarl/Navigation2D-v0\"", "meta_batch_size=2", "episodes_per_task=2", "hidden_sizes=[8]",
@@ -42,6 +43,11 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path):
     assert any(not torch.equal(a[k], initial[k]) for k in a)
     rows = [json.loads(line) for line in (tmp_path / "resumed" / METRICS).read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    # the machine record says where each stretch of the run was trained
+    machine = [json.loads(line) for line in (tmp_path / "resumed" / MACHINE).read_text().splitlines()]
+    assert [m["from_iteration"] for m in machine] == [0, 2]
+    assert all(m["cpu_capability"] == torch.backends.cpu.get_cpu_capability() for m in machine)
+    assert all(m["torch"].split("+")[0] == torch.__version__.split("+")[0] and m["cpu"] for m in machine)
 
 
 def test_interrupt_saves_the_last_completed_iteration_and_resume_matches(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from metarl.adaptation import Params
 from metarl.checkpoint import drop_log_rows_after, exclusive_run, load_checkpoint, save_checkpoint
 from metarl.config import build_config, check_resumable, config_to_dict, dump_toml, load_config
 from metarl.errors import UserError
+from metarl.provenance import record_machine
 from metarl.seeding import TRAIN, derive_seed
 from metarl.supervised.algorithms import maml_meta_gradient, reptile_step
 from metarl.supervised.config import SupervisedConfig
@@ -109,6 +110,7 @@ def _train(config: SupervisedConfig, problem, out_dir: Path, progress: bool, res
             print(f"note: {out_dir / CHECKPOINT} predates saved optimizer and sampler state: "
                   "Adam's moments and the task draws start afresh", file=sys.stderr)
         drop_log_rows_after(out_dir / LOG, first - 1)
+    record_machine(out_dir, first - 1, config.threads)
     name = "fomaml" if config.algorithm == "maml" and config.first_order else config.algorithm
     start, window = time.perf_counter() - seconds_before, []
     iteration = first - 1
