@@ -24,6 +24,7 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout, installed or not
 
+import envs  # noqa: E402
 from metarl.cli import keep_freed_memory  # noqa: E402
 from metarl.compare import compare_runs, plot_curves  # noqa: E402
 from metarl.config import load_config  # noqa: E402
@@ -53,8 +54,17 @@ PAPER["halfcheetah_vel_rllab"] = PAPER["halfcheetah_vel"]  # the paper's numbers
 PAPER["halfcheetah_dir_rllab"] = PAPER["halfcheetah_dir"]
 # What the table of a gymnasium-cheetah row (one whose paper numbers are its `_rllab` twin's) says beside them.
 NOT_THE_PAPERS_ENV = ("The paper's numbers come from rllab's cheetah (`{twin}`); this row's gymnasium cheetah runs "
-                      "10 s episodes (200 steps of 0.05 s, against the paper's 2 s), so its returns are not "
-                      "comparable with them.")
+                      "{episode}, against the paper's {twin_episode}, so its returns are not comparable with them.")
+
+
+def episode_duration(env_id: str) -> str:
+    """An environment's episode, read off the environment: e.g. '10 s episodes (200 steps of 0.05 s)'."""
+    env = envs.make(env_id)
+    try:
+        steps, dt = env.spec.max_episode_steps, env.unwrapped.dt
+    finally:
+        env.close()
+    return f"{steps * dt:g} s episodes ({steps} steps of {dt:g} s)"
 
 
 def training_seconds(run_dir: Path) -> float:
@@ -115,7 +125,10 @@ def markdown(row: str, result: dict[str, Any], runs: dict[str, dict[str, Any]], 
     if not paper:
         lines += ["", "No paper numbers are recorded for this row."]
     elif f"{row}_rllab" in PAPER:
-        lines += ["", NOT_THE_PAPERS_ENV.format(twin=f"{row}_rllab")]
+        twin = f"{row}_rllab"
+        twin_env = load_config(TrainConfig, ROOT / "experiments" / f"{twin}.toml").env
+        lines += ["", NOT_THE_PAPERS_ENV.format(twin=twin, episode=episode_duration(result["env"]),
+                                                twin_episode=episode_duration(twin_env))]
     lines += ["", "## Runs", "",
               "| method | run directory | iterations | training seed | training time (s) | wall time here (s) |",
               "|---|---|---|---|---|---|"]

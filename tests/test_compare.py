@@ -207,6 +207,8 @@ def test_paper_table_says_when_its_cheetah_is_not_the_papers():
 
     assert "| maml (paper) | -129.5 | -78.6 |" in table("halfcheetah_vel")
     assert "not comparable" in table("halfcheetah_vel") and "`halfcheetah_vel_rllab`" in table("halfcheetah_vel")
+    assert "runs 10 s episodes (200 steps of 0.05 s), against the paper's 2 s episodes (200 steps of 0.01 s)" in \
+        table("halfcheetah_vel")
     assert "`halfcheetah_dir_rllab`" in table("halfcheetah_dir")
     assert "not comparable" not in table("halfcheetah_vel_rllab")
     assert "| maml (paper) | -129.5 | -78.6 |" in table("halfcheetah_vel_rllab")
