@@ -42,6 +42,15 @@ def machine_facts() -> dict[str, Any]:
             "python": platform.python_version(), **versions}
 
 
+def _start(line: str) -> int:
+    """A record line's ``from_iteration``; -1 for a line that is not one (a record is informative only, so
+    a damaged line is dropped rather than stopping a resume)."""
+    try:
+        return int(json.loads(line)["from_iteration"])
+    except (ValueError, KeyError, TypeError):
+        return -1
+
+
 def record_machine(run_dir: Path, from_iteration: int, num_threads: int) -> None:
     """Append this machine's line to ``run_dir/machine.jsonl`` for a stretch starting after
     ``from_iteration`` completed iterations (0: a new run, whose file starts afresh); lines of an earlier
@@ -49,7 +58,6 @@ def record_machine(run_dir: Path, from_iteration: int, num_threads: int) -> None
     path = run_dir / MACHINE
     kept = []
     if from_iteration > 0 and path.exists():
-        kept = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("from_iteration", 0) < from_iteration]
+        kept = [line for line in path.read_text().splitlines() if -1 < _start(line) < from_iteration]
     kept.append(json.dumps({"from_iteration": from_iteration, "num_threads": num_threads, **machine_facts()}))
     path.write_text("".join(line + "\n" for line in kept))
