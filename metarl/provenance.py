@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from metarl.checkpoint import jsonl_int
+
 MACHINE = "machine.jsonl"
 
 
@@ -42,15 +44,6 @@ def machine_facts() -> dict[str, Any]:
             "python": platform.python_version(), **versions}
 
 
-def _start(line: str) -> int:
-    """A record line's ``from_iteration``; -1 for a line that is not one (a record is informative only, so
-    a damaged line is dropped rather than stopping a resume)."""
-    try:
-        return int(json.loads(line)["from_iteration"])
-    except (ValueError, KeyError, TypeError):
-        return -1
-
-
 def record_machine(run_dir: Path, from_iteration: int, num_threads: int) -> None:
     """Append this machine's line to ``run_dir/machine.jsonl`` for a stretch starting after
     ``from_iteration`` completed iterations (0: a new run, whose file starts afresh); lines of an earlier
@@ -58,6 +51,7 @@ def record_machine(run_dir: Path, from_iteration: int, num_threads: int) -> None
     path = run_dir / MACHINE
     kept = []
     if from_iteration > 0 and path.exists():
-        kept = [line for line in path.read_text().splitlines() if -1 < _start(line) < from_iteration]
+        kept = [line for line in path.read_text(errors="replace").splitlines()
+                if (start := jsonl_int(line, "from_iteration")) is not None and start < from_iteration]
     kept.append(json.dumps({"from_iteration": from_iteration, "num_threads": num_threads, **machine_facts()}))
     path.write_text("".join(line + "\n" for line in kept))
