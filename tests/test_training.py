@@ -2,13 +2,14 @@
 
 import json
 import math
+import stat
 from pathlib import Path
 
 import pytest
 import torch
 
 import metarl.maml_trpo
-from metarl.checkpoint import load_checkpoint
+from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main
 from metarl.config import load_config
 from metarl.errors import UserError
@@ -93,6 +94,15 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
     assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checkpoint") and "corrupt" in err and "\n" not in err
+
+
+def test_a_checkpoint_round_trips_with_an_ordinary_files_mode_and_no_temporary_file(tmp_path):
+    save_checkpoint({"iteration": 3, "params": {"w": torch.arange(3.0)}}, tmp_path / "c.pt")
+    (tmp_path / "plain").write_text("")  # what the user's umask gives any new file
+    assert stat.S_IMODE((tmp_path / "c.pt").stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    state = load_checkpoint(tmp_path / "c.pt")
+    assert state["iteration"] == 3 and torch.equal(state["params"]["w"], torch.arange(3.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "plain"]
 
 
 @pytest.mark.parametrize("item, message", [
