@@ -32,12 +32,12 @@ class Interval:
         return box if self.size == 1 else f"{box}^{self.size}"
 
     def check(self, key: str, value: Any) -> float | tuple[float, ...]:
-        if self.size == 1:
-            items = [value]
-        else:
-            items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
-        ok = len(items) == self.size and all(_is_number(v) and self.low <= v <= self.high for v in items)
-        if not ok:  # NaN fails the comparisons above
+        is_sequence = isinstance(value, (list, tuple, np.ndarray))
+        items = list(value) if is_sequence else [value]
+        if is_sequence == (self.size == 1) or len(items) != self.size:  # the wrong count, before the range
+            count = "one number" if self.size == 1 else f"{self.size} numbers, each"
+            raise ValueError(f"task key {key!r}: value {value!r} should be {count} in [{self.low:g}, {self.high:g}]")
+        if not all(_is_number(v) and self.low <= v <= self.high for v in items):  # NaN fails the comparisons
             raise ValueError(f"task key {key!r}: value {value!r} is outside the range {self.describe()}")
         return float(items[0]) if self.size == 1 else tuple(float(v) for v in items)
 

@@ -34,12 +34,15 @@ def test_tasks_parse_for_each_env_kind():
         parse_task("metarl/AntDir-v0", "direction=0.5")
     with pytest.raises(UserError, match="outside the range"):
         parse_task("metarl/HalfCheetahVel-v0", "velocity=nan")
+    with pytest.raises(UserError, match=r"value \(1.0, 2.0\) should be one number in \[0, 2\]"):
+        parse_task("metarl/HalfCheetahVel-v0", "velocity=1,2")
 
 
 @pytest.mark.parametrize("task, message", [
     ("speed=1", "unknown task key 'speed'"),
     ("goal=0.9,0", "task key 'goal': value (0.9, 0.0) is outside the range [-0.5, 0.5]^2"),
-    ("goal=0.1", "task key 'goal': value 0.1 is outside the range"),
+    ("goal=0.1", "task key 'goal': value 0.1 should be 2 numbers, each in [-0.5, 0.5]"),
+    ("goal=0.1,0.2,0.3", "task key 'goal': value (0.1, 0.2, 0.3) should be 2 numbers, each in [-0.5, 0.5]"),
     ("goal=up,left", "task key 'goal': value 'up,left' is not a number"),
 ])
 def test_bad_task_is_a_one_line_error(run, tmp_path, capsys, task, message):

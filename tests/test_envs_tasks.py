@@ -12,7 +12,7 @@ from envs.tasks import Choice, Interval, sample_tasks, validate_task
     "env_id, task, words",
     [
         ("metarl/Navigation2D-v0", {"goal": (0.7, 0.0)}, ["'goal'", "0.7", "[-0.5, 0.5]^2"]),
-        ("metarl/Navigation2D-v0", {"goal": (0.1,)}, ["'goal'", "[-0.5, 0.5]^2"]),
+        ("metarl/Navigation2D-v0", {"goal": (0.1,)}, ["'goal'", "(0.1,)", "should be 2 numbers, each in [-0.5, 0.5]"]),
         ("metarl/Navigation2D-v0", {"goal": (0.1, 0.1), "speed": 1}, ["unknown task key 'speed' with value 1", "'goal' in [-0.5, 0.5]^2"]),
         ("metarl/HalfCheetahVel-v0", {"velocity": 2.5}, ["'velocity'", "2.5", "[0, 2]"]),
         ("metarl/AntVel-v0", {"velocity": -0.1}, ["'velocity'", "-0.1", "[0, 3]"]),
@@ -22,7 +22,8 @@ from envs.tasks import Choice, Interval, sample_tasks, validate_task
         ("metarl/HalfCheetahVel-v0", {"velocity": float("nan")}, ["'velocity'", "nan", "[0, 2]"]),
         ("metarl/HalfCheetahVel-v0", {"velocity": "1.0"}, ["'velocity'", "'1.0'", "[0, 2]"]),
         ("metarl/AntVel-v0", {"velocity": [1.0]}, ["'velocity'", "[1.0]", "[0, 3]"]),
-        ("metarl/Navigation2D-v0", {"goal": 0.1}, ["'goal'", "0.1", "[-0.5, 0.5]^2"]),
+        ("metarl/Navigation2D-v0", {"goal": 0.1}, ["'goal'", "0.1", "should be 2 numbers, each in [-0.5, 0.5]"]),
+        ("metarl/HalfCheetahVel-v0", {"velocity": [1.0]}, ["'velocity'", "[1.0]", "should be one number in [0, 2]"]),
         ("metarl/Navigation2D-v0", {"goal": (0.1, None)}, ["'goal'", "None", "[-0.5, 0.5]^2"]),
         ("metarl/HalfCheetahVel-v0", {"direction": 1}, ["unknown task key 'direction' with value 1", "'velocity' in [0, 2]"]),
         ("metarl/AntDir-v0", {}, ["missing key 'direction'", "{-1, +1}"]),
