@@ -27,7 +27,9 @@ from metarl.errors import UserError
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename, fsync of the folder); one
+    writer per path (a run directory is locked, :func:`exclusive_run`), so older temporary files are
+    leftovers of a crash and are removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,6 +43,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    folder = os.open(path.parent, os.O_RDONLY)  # make the rename itself survive a power cut
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write a crash cut short
+        stale.unlink(missing_ok=True)
 
 
 def _umask() -> int:

@@ -96,7 +96,8 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("error: checkpoint") and "corrupt" in err and "\n" not in err
 
 
-def test_a_checkpoint_round_trips_with_an_ordinary_files_mode_and_no_temporary_file(tmp_path):
+def test_a_checkpoint_round_trips_with_an_ordinary_files_mode_and_no_temporary_file_left(tmp_path):
+    (tmp_path / ".c.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # a write a crash cut short
     save_checkpoint({"iteration": 3, "params": {"w": torch.arange(3.0)}}, tmp_path / "c.pt")
     (tmp_path / "plain").write_text("")  # what the user's umask gives any new file
     assert stat.S_IMODE((tmp_path / "c.pt").stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
