@@ -76,7 +76,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def jsonl_int(line: str, key: str) -> int | None:
+def _int_field(line: str, key: str) -> int | None:
     """``int(row[key])`` of one JSONL line; None for a damaged line (a write torn by a crash or a power cut
     leaves a partial line or NUL bytes at the end of a log)."""
     try:
@@ -85,13 +85,13 @@ def jsonl_int(line: str, key: str) -> int | None:
         return None
 
 
-def drop_log_rows_after(path: str | Path, iteration: int) -> None:
-    """Forget JSONL rows past ``iteration`` (the checkpoint's), so a resumed run does not log an iteration
-    twice, and damaged rows, so a crash mid-write does not stop the resume."""
+def drop_log_rows_after(path: str | Path, iteration: int, key: str = "iteration") -> None:
+    """Forget JSONL rows whose ``key`` is past ``iteration`` (the checkpoint's), so a resumed run does not
+    log an iteration twice, and damaged rows, so a crash mid-write does not stop the resume."""
     path = Path(path)
     if path.exists():
         kept = [line for line in path.read_text(errors="replace").splitlines()
-                if (row_iteration := jsonl_int(line, "iteration")) is not None and row_iteration <= iteration]
+                if (row_iteration := _int_field(line, key)) is not None and row_iteration <= iteration]
         path.write_text("".join(line + "\n" for line in kept))
 
 

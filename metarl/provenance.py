@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from metarl.checkpoint import jsonl_int
+from metarl.checkpoint import drop_log_rows_after
 
 MACHINE = "machine.jsonl"
 
@@ -49,9 +49,6 @@ def record_machine(run_dir: Path, from_iteration: int, num_threads: int) -> None
     ``from_iteration`` completed iterations (0: a new run, whose file starts afresh); lines of an earlier
     start at or after that iteration, whose iterations the resume replaces, are dropped."""
     path = run_dir / MACHINE
-    kept = []
-    if from_iteration > 0 and path.exists():
-        kept = [line for line in path.read_text(errors="replace").splitlines()
-                if (start := jsonl_int(line, "from_iteration")) is not None and start < from_iteration]
-    kept.append(json.dumps({"from_iteration": from_iteration, "num_threads": num_threads, **machine_facts()}))
-    path.write_text("".join(line + "\n" for line in kept))
+    drop_log_rows_after(path, from_iteration - 1, key="from_iteration")  # a new run (0) drops every line
+    with open(path, "a") as record:
+        record.write(json.dumps({"from_iteration": from_iteration, "num_threads": num_threads, **machine_facts()}) + "\n")
