@@ -1,6 +1,7 @@
 """``metarl supervised`` on sinusoid runs: training learns, checkpoints round-trip, errors are one line."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,3 +201,23 @@ def test_meta_lr_schedule_factor_and_bad_milestones():
     for bad in ("meta_lr_milestones=[20, 10]", "meta_lr_milestones=[0]", "meta_lr_decay=0"):
         with pytest.raises(UserError, match="meta_lr_"):
             load_config(SupervisedConfig, None, [bad])
+
+
+SHIPPED = sorted(p for p in (Path(__file__).resolve().parents[1] / "experiments" / "results").iterdir()
+                 if p.name.startswith(("sinusoid_", "omniglot_")))
+
+
+@pytest.mark.parametrize("run", SHIPPED, ids=lambda p: p.name)
+def test_shipped_supervised_runs_match_their_evaluations(run):
+    """Each shipped run loads, and every evaluation JSON beside it was made from this checkpoint and config."""
+    config, state = load_run(run)
+    evaluations = sorted(run.glob("evaluation*.json"))
+    assert evaluations and state["iteration"] == config.iterations
+    for path in evaluations:
+        result = json.loads(path.read_text())
+        assert result["train_iterations"] == state["iteration"], path.name
+        assert result["algorithm"] == ("fomaml" if config.algorithm == "maml" and config.first_order else config.algorithm)
+        if config.task == "omniglot":
+            assert result["ways"] == config.ways, path.name
+    if config.task == "omniglot" and config.algorithm != "pretrain":
+        assert state["params"]["out.weight"].shape[0] == config.ways
