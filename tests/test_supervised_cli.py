@@ -216,7 +216,7 @@ def test_shipped_supervised_runs_match_their_evaluations(run):
     for path in evaluations:
         result = json.loads(path.read_text())
         assert result["train_iterations"] == state["iteration"], path.name
-        assert result["algorithm"] == ("fomaml" if config.algorithm == "maml" and config.first_order else config.algorithm)
+        assert result["algorithm"] == config.method
         if config.task == "omniglot":
             assert result["ways"] == config.ways, path.name
     if config.task == "omniglot" and config.algorithm != "pretrain":

@@ -113,5 +113,10 @@ class SupervisedConfig:
         return self.meta_lr_decay ** sum(iteration > m for m in self.meta_lr_milestones)
 
     @property
+    def method(self) -> str:
+        """The method's name in logs and results: ``algorithm``, but "fomaml" for first-order MAML."""
+        return "fomaml" if self.algorithm == "maml" and self.first_order else self.algorithm
+
+    @property
     def test_inner_lr(self) -> float:
         return self.inner_lr if self.eval_inner_lr is None else self.eval_inner_lr

@@ -67,13 +67,12 @@ def evaluate(
             bar.update(len(batch))
     values = torch.cat(values).double().numpy()  # [tasks, steps recorded]
     stats = [mean_ci95(values[:, j]) for j in range(values.shape[1])]
-    algorithm = "fomaml" if config.algorithm == "maml" and config.first_order else config.algorithm
     if regression:
         return {"task": "sinusoid", "k": shots, "mse": [m for m, _ in stats], "ci95": [c for _, c in stats],
-                "algorithm": algorithm, "steps": steps, "tasks": n_tasks}
+                "algorithm": config.method, "steps": steps, "tasks": n_tasks}
     (before, _), (acc, ci) = stats[0], stats[-1]
     return {"task": config.task, "ways": config.ways, "shots": shots, "accuracy": acc, "ci95": ci,
-            "algorithm": algorithm, "steps": steps, "accuracy_before": before, "tasks": n_tasks}
+            "algorithm": config.method, "steps": steps, "accuracy_before": before, "tasks": n_tasks}
 
 
 def evaluate_from_cli(

@@ -111,11 +111,10 @@ def _train(config: SupervisedConfig, problem, out_dir: Path, progress: bool, res
                   "Adam's moments and the task draws start afresh", file=sys.stderr)
         drop_log_rows_after(out_dir / LOG, first - 1)
     record_machine(out_dir, first - 1, config.threads)
-    name = "fomaml" if config.algorithm == "maml" and config.first_order else config.algorithm
     start, window = time.perf_counter() - seconds_before, []
     iteration = first - 1
     with open(out_dir / LOG, "a" if state is not None else "w") as log, tqdm(
-        total=config.iterations, initial=first - 1, desc=f"{config.task} {name}", unit="it", disable=not progress,
+        total=config.iterations, initial=first - 1, desc=f"{config.task} {config.method}", unit="it", disable=not progress,
         dynamic_ncols=True,
     ) as bar:
         phase = "done"
