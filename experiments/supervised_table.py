@@ -10,11 +10,19 @@ import json
 import sys
 from pathlib import Path
 
+from metarl.config import load_config
+from metarl.supervised.config import SupervisedConfig
+
 
 def _rows(results: Path, prefix: str) -> list[tuple[str, dict]]:
     rows = []
     for path in sorted(results.glob(f"{prefix}_*/evaluation*.json")):
-        rows.append((path.parent.name, json.loads(path.read_text())))
+        r = json.loads(path.read_text())
+        # evaluations written before the step size was recorded used the run's configured one
+        lr = r.get("inner_lr", load_config(SupervisedConfig, path.parent / "config.toml").test_inner_lr)
+        r["step_size"] = f"{lr:g}" + (f" (best of {len(r['validation']['scores'])} on validation)"
+                                      if "validation" in r else "")
+        rows.append((path.parent.name, r))
     return rows
 
 
@@ -22,18 +30,19 @@ def main() -> None:
     results = Path(sys.argv[1] if len(sys.argv) > 1 else "experiments/results")
     if not results.is_dir():
         sys.exit(f"supervised_table: no such folder: {results}")
-    print("| run | K | MSE after 0 steps | after 1 step | after 5 steps | after 10 steps | iterations | train time (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| run | K | step size | MSE after 0 steps | after 1 step | after 5 steps | after 10 steps | iterations "
+          "| train time (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in _rows(results, "sinusoid"):
         m, c = r["mse"], r["ci95"]
         cells = [f"{m[i]:.3f} ± {c[i]:.3f}" for i in (0, 1, 5, 10)]
-        print(f"| {name} | {r['k']} | {' | '.join(cells)} | {r['train_iterations']} | {r['train_seconds']:.0f} |")
+        print(f"| {name} | {r['k']} | {r['step_size']} | {' | '.join(cells)} | {r['train_iterations']} | {r['train_seconds']:.0f} |")
     print()
-    print("| run | ways | shots | test steps | accuracy (%) | iterations | train time (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| run | ways | shots | test steps | step size | accuracy (%) | iterations | train time (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in _rows(results, "omniglot"):
         acc = f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}"
-        print(f"| {name} | {r['ways']} | {r['shots']} | {r['steps']} | {acc} | {r['train_iterations']} "
+        print(f"| {name} | {r['ways']} | {r['shots']} | {r['steps']} | {r['step_size']} | {acc} | {r['train_iterations']} "
               f"| {r['train_seconds']:.0f} |")
 
 

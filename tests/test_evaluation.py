@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -170,3 +171,13 @@ def test_pooled_step_counted_draws_average_their_episode_counts_by_task(run):
     for k in range(2):
         expected = (2 * draws[0]["episodes_collected"][k] + 4 * draws[1]["episodes_collected"][k]) / 6
         assert pooled["episodes_collected"][k] == pytest.approx(expected, rel=1e-12)
+
+
+def test_mean_ci95_known_values_and_diverged_values_without_warnings():
+    assert mean_ci95([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.96 / math.sqrt(3)), rel=1e-12)
+    assert mean_ci95([4.0]) == (4.0, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a diverged adaptation (sinusoid MSE overflows) must not warn
+        mean, ci = mean_ci95([1.0, math.inf, 2.0])
+        assert mean == math.inf and math.isnan(ci)
+        assert all(math.isnan(v) for v in mean_ci95([1.0, math.nan]))

@@ -1,6 +1,7 @@
 """``metarl supervised`` on sinusoid runs: training learns, checkpoints round-trip, errors are one line."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -219,5 +220,36 @@ def test_shipped_supervised_runs_match_their_evaluations(run):
         assert result["algorithm"] == config.method
         if config.task == "omniglot":
             assert result["ways"] == config.ways, path.name
+        if "validation" in result:  # a step size chosen on validation tasks: the best finite score among them
+            finite = [v for v in result["validation"]["scores"].values() if math.isfinite(v)]
+            best = max(finite) if config.task == "omniglot" else min(finite)
+            assert result["validation"]["scores"][str(result["inner_lr"])] == best, path.name
+        elif "inner_lr" in result and "_lr" not in path.name:
+            assert result["inner_lr"] == config.test_inner_lr, path.name
     if config.task == "omniglot" and config.algorithm != "pretrain":
         assert state["params"]["out.weight"].shape[0] == config.ways
+
+
+def test_several_test_step_sizes_are_chosen_on_validation_tasks(maml_run, tmp_path, capsys):
+    out, config, params = maml_run
+    lrs = [1e3, 0.001, config.inner_lr, 0.05]  # the first overflows: a NaN or inf score must rank last
+    chosen = evaluate(config, params, steps=3, inner_lrs=lrs, val_tasks=20)
+    scores = {float(k): v for k, v in chosen["validation"]["scores"].items()}
+    assert list(scores) == lrs and chosen["validation"]["tasks"] == 20
+    assert not scores[1e3] < 1e6  # diverged
+    assert chosen["inner_lr"] == min(lrs[1:], key=scores.get)
+    single = evaluate(config, params, steps=3, inner_lrs=[chosen["inner_lr"]])
+    assert "validation" not in single and single["mse"] == chosen["mse"]  # the test tasks scored with the choice
+    assert scores[chosen["inner_lr"]] != chosen["mse"][-1]  # validation tasks are not the held-out ones
+    assert evaluate(config, params, steps=3)["inner_lr"] == config.inner_lr
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("checkpoint.pt", "config.toml"):
+        (run / name).write_bytes((out / name).read_bytes())
+    assert main(["supervised", "evaluate", str(run), "--steps", "3", "--inner-lr", "0.001", "0.01", "--val-tasks", "20"]) == 0
+    assert "test step size 0.01, chosen on 20 validation tasks (0.001: " in capsys.readouterr().out
+    assert json.loads((run / "evaluation_3steps_lrchosen.json").read_text())["inner_lr"] == 0.01
+    assert main(["supervised", "evaluate", str(run), "--inner-lr", "0.02"]) == 0
+    assert json.loads((run / "evaluation_lr0.02.json").read_text())["inner_lr"] == 0.02
+    assert main(["supervised", "evaluate", str(run), "--inner-lr", "0.02", "-1"]) == 2
+    assert capsys.readouterr().err == "error: test step sizes must be positive, got [0.02, -1.0]\n"

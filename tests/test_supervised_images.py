@@ -171,6 +171,25 @@ def test_augmentation_changes_training_draws_only(omniglot):
         SupervisedConfig(mirrors=True).validate()
 
 
+
+def test_validation_tasks_use_the_training_classes_as_read(omniglot):
+    one_zip, two_zip, _ = omniglot
+    config = SupervisedConfig(task="omniglot", train_data=[str(one_zip)], test_data=[str(two_zip)],
+                              test_alphabets=["Tagalog", "Sanskrit"], image_size=10, ways=3, shots=1, eval_query=2,
+                              mirrors=True, augment_rotation=15)
+    problem = image_problem(config)
+    as_read = read_omniglot([one_zip], [], 10).images  # the 7 training characters, no mirrors or rotations
+    tasks = problem.sample_validation(6, torch.Generator().manual_seed(0), 1)
+    assert tasks.support_x.shape == (6, 3, 1, 10, 10) and tasks.query_x.shape == (6, 6, 1, 10, 10)
+    for t in range(6):
+        for label in range(3):
+            images = torch.cat([tasks.support_x[t][tasks.support_y[t] == label],
+                                tasks.query_x[t][tasks.query_y[t] == label]])
+            # every image of a label is an unaltered image of one and the same training character
+            owners = [c for c, x in enumerate(as_read) if all((x == image).all(-1).all(-1).all(-1).any() for image in images)]
+            assert owners, f"task {t} label {label} is not a training character as read"
+
+
 def read_free_classes(x):
     from metarl.supervised.images import ImageClasses
 

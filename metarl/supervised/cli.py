@@ -14,7 +14,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from metarl.supervised.evaluate import evaluate_from_cli
 
-    return evaluate_from_cli(args.run_dir, as_json=args.json, tasks=args.tasks, shots=args.shots, steps=args.steps)
+    return evaluate_from_cli(args.run_dir, as_json=args.json, tasks=args.tasks, shots=args.shots, steps=args.steps,
+                             inner_lrs=args.inner_lr, val_tasks=args.val_tasks)
 
 
 def _figure(args: argparse.Namespace) -> int:
@@ -43,6 +44,12 @@ def add_supervised_parser(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--tasks", type=int, help="number of held-out tasks (default: the config's eval_tasks)")
     evaluate.add_argument("--shots", type=int, help="support examples per class at test time (default: the config's shots)")
     evaluate.add_argument("--steps", type=int, help="adaptation steps at test time (default: the config's eval_steps)")
+    evaluate.add_argument("--inner-lr", type=float, nargs="+", metavar="LR",
+                          help="test step size (default: the config's eval_inner_lr, else inner_lr); given several, "
+                               "the best after the last step on --val-tasks validation tasks (images: tasks of the "
+                               "training classes, never the test classes) is used")
+    evaluate.add_argument("--val-tasks", type=int, default=100,
+                          help="validation tasks for choosing among several --inner-lr values (default: 100)")
     evaluate.set_defaults(handler=_evaluate)
 
     figure = commands.add_parser("figure", help="sinusoid figure: MAML beside the pretrained baseline")

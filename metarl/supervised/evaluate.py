@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -12,12 +15,14 @@ from metarl.adaptation import Params
 from metarl.checkpoint import load_checkpoint
 from metarl.config import build_config
 from metarl.errors import UserError
+from metarl.seeding import VALIDATE, derive_seed
 from metarl.stats import mean_ci95
 from metarl.supervised.algorithms import adapt, adaptation_curve
 from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.nets import mlp_forward
-from metarl.supervised.problems import make_problem, mse_loss
+from metarl.supervised.problems import Problem, make_problem, mse_loss
 from metarl.supervised.sinusoid import X_RANGE, sample_sinusoid_tasks, sinusoid
+from metarl.supervised.tasks import TaskBatch
 from metarl.supervised.train import CHECKPOINT
 
 CHUNK = 50  # held-out tasks scored per batch: bounds memory for image tasks
@@ -34,53 +39,79 @@ def load_run(run_dir: str | Path) -> tuple[SupervisedConfig, dict]:
     return build_config(SupervisedConfig, state["config"], str(run_dir / CHECKPOINT)), state
 
 
+def _scores(problem: Problem, params: Params, sample: Callable[[int, torch.Generator, int], TaskBatch],
+            n_tasks: int, seed: int, shots: int, lr: float, steps: int, config: SupervisedConfig,
+            desc: str) -> np.ndarray:
+    """The metric per task after 0..``steps`` steps of ``lr`` (sinusoid) or after 0 and ``steps`` (images):
+    ``[n_tasks, steps recorded]``, on ``n_tasks`` tasks of ``sample`` drawn from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    regression = config.task == "sinusoid"
+    values = []
+    with tqdm(total=n_tasks, desc=desc, unit="task", leave=False, disable=regression) as bar:
+        for start in range(0, n_tasks, CHUNK):
+            batch = sample(min(CHUNK, n_tasks - start), generator, shots)
+            values.append(adaptation_curve(problem.loss_fn, problem.metric_fn, params, batch, lr, steps,
+                                           config.vmap_tasks, record_every_step=regression))
+            bar.update(len(batch))
+    return torch.cat(values).double().numpy()
+
+
 def evaluate(
-    config: SupervisedConfig, params: Params, tasks: int | None = None, shots: int | None = None, steps: int | None = None
+    config: SupervisedConfig, params: Params, tasks: int | None = None, shots: int | None = None,
+    steps: int | None = None, inner_lrs: Sequence[float] | None = None, val_tasks: int = 100,
 ) -> dict:
     """Fine-tune ``params`` on held-out tasks and score the query sets.
 
     Sinusoid: MSE after 0..``eval_steps`` steps. Images: accuracy after ``eval_steps``
     steps. ``tasks``, ``shots`` and ``steps`` override the config's ``eval_tasks``,
     ``shots`` and ``eval_steps``. Held-out tasks come from ``eval_seed``, so every run
-    sees the same tasks.
+    sees the same tasks. ``inner_lrs`` overrides the test step size (the config's
+    ``eval_inner_lr``, else ``inner_lr``); given several, the one with the best metric after
+    the last step on ``val_tasks`` validation tasks is used (images: tasks of the training
+    classes as read, never the test classes; sinusoid: tasks from another seed), and
+    every candidate's validation score is returned under ``validation``.
     """
     torch.set_num_threads(config.threads)
     n_tasks = config.eval_tasks if tasks is None else tasks
     shots = config.shots if shots is None else shots
     steps = config.eval_steps if steps is None else steps
-    if n_tasks < 1 or shots < 1 or steps < 0:
-        raise UserError("evaluation needs at least one task, one shot and zero or more steps")
+    lrs = [config.test_inner_lr] if inner_lrs is None else list(inner_lrs)
+    if n_tasks < 1 or shots < 1 or steps < 0 or val_tasks < 1:
+        raise UserError("evaluation needs at least one task, one validation task, one shot and zero or more steps")
+    if not lrs or min(lrs) <= 0:
+        raise UserError(f"test step sizes must be positive, got {lrs}")
     problem = make_problem(config)
     params = problem.test_params(params)
-    generator = torch.Generator().manual_seed(config.eval_seed)
     regression = config.task == "sinusoid"
-    values = []
-    with tqdm(total=n_tasks, desc="evaluate", unit="task", leave=False, disable=regression) as bar:
-        for start in range(0, n_tasks, CHUNK):
-            batch = problem.sample_test(min(CHUNK, n_tasks - start), generator, shots)
-            values.append(
-                adaptation_curve(
-                    problem.loss_fn, problem.metric_fn, params, batch, config.test_inner_lr, steps,
-                    config.vmap_tasks, record_every_step=regression,
-                )
-            )
-            bar.update(len(batch))
-    values = torch.cat(values).double().numpy()  # [tasks, steps recorded]
+    result: dict = {}
+    lr = lrs[0]
+    if len(lrs) > 1:
+        seed = derive_seed(VALIDATE, config.eval_seed)
+        found = {c: float(_scores(problem, params, problem.sample_validation, val_tasks, seed, shots, c, steps,
+                                   config, f"validate {c:g}")[:, -1].mean()) for c in lrs}
+        # best metric first; a diverged candidate (inf or NaN) last; the order given breaks ties
+        lr = min(found, key=lambda c: (not math.isfinite(found[c]), found[c] if regression else -found[c]))
+        result["validation"] = {"tasks": val_tasks, "scores": {str(k): v for k, v in found.items()}}
+    values = _scores(problem, params, problem.sample_test, n_tasks, config.eval_seed, shots, lr, steps, config,
+                     "evaluate")
     stats = [mean_ci95(values[:, j]) for j in range(values.shape[1])]
     if regression:
         return {"task": "sinusoid", "k": shots, "mse": [m for m, _ in stats], "ci95": [c for _, c in stats],
-                "algorithm": config.method, "steps": steps, "tasks": n_tasks}
+                "algorithm": config.method, "steps": steps, "tasks": n_tasks, "inner_lr": lr, **result}
     (before, _), (acc, ci) = stats[0], stats[-1]
     return {"task": config.task, "ways": config.ways, "shots": shots, "accuracy": acc, "ci95": ci,
-            "algorithm": config.method, "steps": steps, "accuracy_before": before, "tasks": n_tasks}
+            "algorithm": config.method, "steps": steps, "accuracy_before": before, "tasks": n_tasks,
+            "inner_lr": lr, **result}
 
 
 def evaluate_from_cli(
-    run_dir: str, as_json: bool, tasks: int | None, shots: int | None = None, steps: int | None = None
+    run_dir: str, as_json: bool, tasks: int | None, shots: int | None = None, steps: int | None = None,
+    inner_lrs: Sequence[float] | None = None, val_tasks: int = 100,
 ) -> int:
-    """``metarl supervised evaluate``: print the result, write it to ``evaluation[_<K>shot][_<S>steps].json``."""
+    """``metarl supervised evaluate``: print the result, write it to
+    ``evaluation[_<K>shot][_<S>steps][_lr<LR> | _lrchosen].json``."""
     config, state = load_run(run_dir)
-    result = evaluate(config, state["params"], tasks, shots, steps)
+    result = evaluate(config, state["params"], tasks, shots, steps, inner_lrs, val_tasks)
     result["train_iterations"] = state.get("iteration")
     result["train_seconds"] = state.get("train_seconds")
     name = "evaluation"
@@ -88,6 +119,8 @@ def evaluate_from_cli(
         name += f"_{shots}shot"
     if result["steps"] != config.eval_steps:
         name += f"_{steps}steps"
+    if inner_lrs is not None:
+        name += "_lrchosen" if "validation" in result else f"_lr{result['inner_lr']:g}"
     (Path(run_dir) / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if as_json:
         print(json.dumps(result))
@@ -99,6 +132,10 @@ def evaluate_from_cli(
         print(f"{result['task']} {result['algorithm']} {result['ways']}-way {result['shots']}-shot, "
               f"{result['tasks']} tasks, {result['steps']} steps: accuracy {100 * result['accuracy']:.2f} "
               f"± {100 * result['ci95']:.2f} %")
+    if "validation" in result:
+        scores = ", ".join(f"{lr}: {v:.4g}" for lr, v in result["validation"]["scores"].items())
+        print(f"test step size {result['inner_lr']:g}, chosen on {result['validation']['tasks']} validation tasks "
+              f"({scores})")
     return 0
 
 

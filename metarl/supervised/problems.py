@@ -18,6 +18,7 @@ from metarl.errors import UserError
 from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.images import (
     ImageClasses,
+    base_name,
     check_disjoint,
     random_affine,
     read_image_folders,
@@ -53,6 +54,9 @@ class Problem:
     metric: str  # "mse" or "accuracy"
     sample_train: Callable[[int, torch.Generator], TaskBatch]
     sample_test: Callable[[int, torch.Generator, int], TaskBatch]  # (n_tasks, generator, shots)
+    # tasks for choosing a test step size, disjoint from the test classes (images: the training
+    # classes as read; sinusoid: fresh tasks), same signature
+    sample_validation: Callable[[int, torch.Generator, int], TaskBatch]
     init_params: Callable[[torch.Generator], Params]
     # joint training (the pretrained baseline): a batch (x, y) with labels over all training classes
     joint_batch: Callable[[torch.Generator], tuple[Tensor, Tensor]]
@@ -65,12 +69,16 @@ def sinusoid_problem(config: SupervisedConfig) -> Problem:
         tasks, _, _ = sample_sinusoid_tasks(config.meta_batch_size, config.shots + config.query, 0, generator)
         return tasks.support_x, tasks.support_y
 
+    def held_out(n: int, generator: torch.Generator, shots: int) -> TaskBatch:
+        return sample_sinusoid_tasks(n, shots, config.eval_query, generator)[0]
+
     return Problem(
         loss_fn=mse_loss,
         metric_fn=mse_loss,
         metric="mse",
         sample_train=lambda n, g: sample_sinusoid_tasks(n, config.shots, config.query, g)[0],
-        sample_test=lambda n, g, shots: sample_sinusoid_tasks(n, shots, config.eval_query, g)[0],
+        sample_test=held_out,
+        sample_validation=held_out,  # the same distribution, drawn from another seed
         init_params=lambda g: init_mlp([1, *config.hidden_sizes, 1], g),
         joint_batch=joint,
         test_params=lambda params: params,
@@ -127,12 +135,15 @@ def image_problem(config: SupervisedConfig) -> Problem:
         return classes
 
     check(train, "train"), check(test, "test")
+    as_read = [i for i, name in enumerate(train.names) if base_name(name) == name]  # no mirrors or rotations
+    validation = ImageClasses([train.names[i] for i in as_read], [train.images[i] for i in as_read])
     return Problem(
         loss_fn=cross_entropy_loss,
         metric_fn=accuracy,
         metric="accuracy",
         sample_train=sample_train,
         sample_test=lambda n, g, shots: sample_image_tasks(test, n, config.ways, shots, config.eval_query, g),
+        sample_validation=lambda n, g, shots: sample_image_tasks(validation, n, config.ways, shots, config.eval_query, g),
         init_params=lambda g: init_convnet(channels, config.image_size, num_outputs, g, filters=config.filters),
         joint_batch=joint,
         test_params=test_params,
