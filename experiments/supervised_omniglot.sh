@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the Omniglot runs given as arguments (names of experiments/omniglot_<name>.toml) one after
-# another, each evaluated at its config's ways, 1-shot and 5-shot, on 600 test tasks. Run from the
+# another, each evaluated at its config's ways, 1-shot and 5-shot, on 600 test tasks, at the config's
+# test step size and at the best of a grid on validation tasks. Run from the
 # repository root:
 #   bash experiments/supervised_omniglot.sh maml pretrain fomaml reptile    # 5-way
 #   bash experiments/supervised_omniglot.sh maml_20way pretrain_20way       # 20-way
@@ -10,6 +11,7 @@
 set -euo pipefail
 export OMP_NUM_THREADS=1
 results="${RESULTS:-experiments/results}"
+grid=(0.025 0.05 0.1 0.2 0.4 0.8)
 for name in "$@"; do
     run="$results/omniglot_${name}"
     resume=()
@@ -17,4 +19,10 @@ for name in "$@"; do
     python -m metarl supervised train "experiments/omniglot_${name}.toml" --out "$run" "${resume[@]}"
     python -m metarl supervised evaluate "$run"
     python -m metarl supervised evaluate "$run" --shots 5
+    # the same two and 5 shots with 10 steps, each at the test step size that does best on 100
+    # validation tasks of the training characters
+    for shots_steps in "1 3" "5 3" "5 10"; do
+        read -r shots steps <<< "$shots_steps"
+        python -m metarl supervised evaluate "$run" --shots "$shots" --steps "$steps" --inner-lr "${grid[@]}"
+    done
 done

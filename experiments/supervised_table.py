@@ -23,7 +23,9 @@ def _rows(results: Path, prefix: str) -> list[tuple[str, dict]]:
         r["step_size"] = f"{lr:g}" + (f" (best of {len(r['validation']['scores'])} on validation)"
                                       if "validation" in r else "")
         rows.append((path.parent.name, r))
-    return rows
+    # per run: by shots and test steps, the configured step size before the chosen one
+    return sorted(rows, key=lambda row: (row[0], row[1].get("shots", row[1].get("k")), row[1]["steps"],
+                                         "validation" in row[1]))
 
 
 def main() -> None:
