@@ -90,7 +90,8 @@ def evaluate(
         found = {c: float(_scores(problem, params, problem.sample_validation, val_tasks, seed, shots, c, steps,
                                    config, f"validate {c:g}")[:, -1].mean()) for c in lrs}
         # best metric first; a diverged candidate (inf or NaN) last; the order given breaks ties
-        lr = min(found, key=lambda c: (not math.isfinite(found[c]), found[c] if regression else -found[c]))
+        lower_is_better = problem.metric == "mse"
+        lr = min(found, key=lambda c: (not math.isfinite(found[c]), found[c] if lower_is_better else -found[c]))
         result["validation"] = {"tasks": val_tasks, "scores": {str(k): v for k, v in found.items()}}
     values = _scores(problem, params, problem.sample_test, n_tasks, config.eval_seed, shots, lr, steps, config,
                      "evaluate")
