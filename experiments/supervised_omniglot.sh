@@ -21,8 +21,7 @@ for name in "$@"; do
     python -m metarl supervised evaluate "$run" --shots 5
     # the same two and 5 shots with 10 steps, each at the test step size that does best on 100
     # validation tasks of the training characters
-    for shots_steps in "1 3" "5 3" "5 10"; do
-        read -r shots steps <<< "$shots_steps"
-        python -m metarl supervised evaluate "$run" --shots "$shots" --steps "$steps" --inner-lr "${grid[@]}"
-    done
+    python -m metarl supervised evaluate "$run" --shots 1 --steps 3 --inner-lr "${grid[@]}"
+    python -m metarl supervised evaluate "$run" --shots 5 --steps 3 --inner-lr "${grid[@]}"
+    python -m metarl supervised evaluate "$run" --shots 5 --steps 10 --inner-lr "${grid[@]}"
 done

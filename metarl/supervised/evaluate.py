@@ -40,18 +40,18 @@ def load_run(run_dir: str | Path) -> tuple[SupervisedConfig, dict]:
 
 
 def _scores(problem: Problem, params: Params, sample: Callable[[int, torch.Generator, int], TaskBatch],
-            n_tasks: int, seed: int, shots: int, lr: float, steps: int, config: SupervisedConfig,
+            n_tasks: int, seed: int, shots: int, lr: float, steps: int, vmap_tasks: bool,
             desc: str) -> np.ndarray:
-    """The metric per task after 0..``steps`` steps of ``lr`` (sinusoid) or after 0 and ``steps`` (images):
-    ``[n_tasks, steps recorded]``, on ``n_tasks`` tasks of ``sample`` drawn from ``seed``."""
+    """The metric per task after 0..``steps`` steps of ``lr`` (regression) or after 0 and ``steps``
+    (classification): ``[n_tasks, steps recorded]``, on ``n_tasks`` tasks of ``sample`` drawn from ``seed``."""
     generator = torch.Generator().manual_seed(seed)
-    regression = config.task == "sinusoid"
+    regression = problem.metric == "mse"
     values = []
     with tqdm(total=n_tasks, desc=desc, unit="task", leave=False, disable=regression) as bar:
         for start in range(0, n_tasks, CHUNK):
             batch = sample(min(CHUNK, n_tasks - start), generator, shots)
             values.append(adaptation_curve(problem.loss_fn, problem.metric_fn, params, batch, lr, steps,
-                                           config.vmap_tasks, record_every_step=regression))
+                                           vmap_tasks, record_every_step=regression))
             bar.update(len(batch))
     return torch.cat(values).double().numpy()
 
@@ -82,19 +82,18 @@ def evaluate(
         raise UserError(f"test step sizes must be positive, got {lrs}")
     problem = make_problem(config)
     params = problem.test_params(params)
-    regression = config.task == "sinusoid"
+    regression = problem.metric == "mse"  # lower is better; every step recorded
     result: dict = {}
     lr = lrs[0]
     if len(lrs) > 1:
         seed = derive_seed(VALIDATE, config.eval_seed)
         found = {c: float(_scores(problem, params, problem.sample_validation, val_tasks, seed, shots, c, steps,
-                                   config, f"validate {c:g}")[:, -1].mean()) for c in lrs}
+                                   config.vmap_tasks, f"validate {c:g}")[:, -1].mean()) for c in lrs}
         # best metric first; a diverged candidate (inf or NaN) last; the order given breaks ties
-        lower_is_better = problem.metric == "mse"
-        lr = min(found, key=lambda c: (not math.isfinite(found[c]), found[c] if lower_is_better else -found[c]))
+        lr = min(found, key=lambda c: (not math.isfinite(found[c]), found[c] if regression else -found[c]))
         result["validation"] = {"tasks": val_tasks, "scores": {str(k): v for k, v in found.items()}}
-    values = _scores(problem, params, problem.sample_test, n_tasks, config.eval_seed, shots, lr, steps, config,
-                     "evaluate")
+    values = _scores(problem, params, problem.sample_test, n_tasks, config.eval_seed, shots, lr, steps,
+                     config.vmap_tasks, "evaluate")
     stats = [mean_ci95(values[:, j]) for j in range(values.shape[1])]
     if regression:
         return {"task": "sinusoid", "k": shots, "mse": [m for m, _ in stats], "ci95": [c for _, c in stats],

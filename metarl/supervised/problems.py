@@ -137,13 +137,17 @@ def image_problem(config: SupervisedConfig) -> Problem:
     check(train, "train"), check(test, "test")
     as_read = [i for i, name in enumerate(train.names) if base_name(name) == name]  # no mirrors or rotations
     validation = ImageClasses([train.names[i] for i in as_read], [train.images[i] for i in as_read])
+
+    def held_out(classes: ImageClasses) -> Callable[[int, torch.Generator, int], TaskBatch]:
+        return lambda n, g, shots: sample_image_tasks(classes, n, config.ways, shots, config.eval_query, g)
+
     return Problem(
         loss_fn=cross_entropy_loss,
         metric_fn=accuracy,
         metric="accuracy",
         sample_train=sample_train,
-        sample_test=lambda n, g, shots: sample_image_tasks(test, n, config.ways, shots, config.eval_query, g),
-        sample_validation=lambda n, g, shots: sample_image_tasks(validation, n, config.ways, shots, config.eval_query, g),
+        sample_test=held_out(test),
+        sample_validation=held_out(validation),
         init_params=lambda g: init_convnet(channels, config.image_size, num_outputs, g, filters=config.filters),
         joint_batch=joint,
         test_params=test_params,
