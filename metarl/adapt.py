@@ -87,8 +87,10 @@ class Adapter:
     def __init__(self, run_dir: str | Path, episodes: int | None = None, seed: int = 0):
         import torch
 
+        from metarl.evaluation import check_seeds
         from metarl.training import load_run, make_env, make_learner, make_policy
 
+        check_seeds([seed])
         self.config, state = load_run(run_dir)
         self.params: dict[str, Tensor] = state["params"]
         self.iteration = int(state["iteration"])

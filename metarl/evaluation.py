@@ -121,7 +121,11 @@ def check_protocol(steps: int, episodes: int, batch_steps: int | None) -> None:
 
 
 def check_seeds(seeds: Sequence[int]) -> None:
-    """The one-line error for an evaluation seed given twice (evaluate and compare pool draws by seed)."""
+    """The one-line error for a negative seed, or an evaluation seed given twice (evaluate and compare pool
+    draws by seed)."""
+    negative = [seed for seed in seeds if seed < 0]
+    if negative:
+        raise UserError(f"--seed must be >= 0, got {negative[0]}")
     if len(set(seeds)) < len(seeds):
         raise UserError(f"--seed lists a seed twice ({' '.join(map(str, seeds))}): the same draw of tasks twice")
 

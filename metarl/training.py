@@ -109,8 +109,9 @@ class TrainConfig:
         for key in positive_ints:
             if getattr(self, key) < 1:
                 raise UserError(f"config key {key!r} must be >= 1, got {getattr(self, key)}")
-        if self.eval_steps < 0:
-            raise UserError(f"config key 'eval_steps' must be >= 0, got {self.eval_steps}")
+        for key in ("eval_steps", "seed"):
+            if getattr(self, key) < 0:
+                raise UserError(f"config key {key!r} must be >= 0, got {getattr(self, key)}")
         positive_floats = ("inner_lr", "max_kl", "init_std", "later_lr_scale")
         for key in positive_floats:
             if not getattr(self, key) > 0 or not math.isfinite(getattr(self, key)):

@@ -57,6 +57,7 @@ def test_bad_task_is_a_one_line_error(run, tmp_path, capsys, task, message):
 @pytest.mark.parametrize("args, message", [
     (["--task", "goal=0,0", "--video", "out.avi"], "--video out.avi: the file name must end in .mp4, .gif"),
     ([], "give either --task KEY=VALUE or --interactive"),
+    (["--task", "goal=0,0", "--seed", "-1"], "--seed must be >= 0, got -1"),
 ])
 def test_bad_options_are_one_line_errors(run, capsys, args, message):
     assert main(["adapt", str(run), *args]) == 2

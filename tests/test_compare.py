@@ -146,13 +146,15 @@ def test_several_seeds_pool_draws_as_evaluate_does(runs, capsys):
     ("plot", "--plot"),
     ("twice", "run directory given twice"),
     ("seed", "--seed lists a seed twice (1 1)"),
+    ("negative", "--seed must be >= 0, got -2"),
 ])
 def test_bad_arguments_are_one_line_errors(runs, tmp_path, capsys, case, message):
     args = {"missing": [str(runs["maml"]), str(tmp_path / "nope")],
             "mismatch": [str(runs["maml"]), str(runs["cheetah"])],
             "plot": [str(runs["maml"]), "--plot", str(tmp_path / "figure.jpg")],
             "twice": [str(runs["maml"]), str(runs["maml"])],
-            "seed": [str(runs["maml"]), "--seed", "1", "1"]}[case]
+            "seed": [str(runs["maml"]), "--seed", "1", "1"],
+            "negative": [str(runs["maml"]), "--seed", "0", "-2"]}[case]
     assert main(["compare", *args, "--tasks", "2", "--steps", "1", "--episodes", "1"]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip()

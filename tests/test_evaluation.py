@@ -114,10 +114,14 @@ def test_evaluate_with_a_one_step_batch_scores_each_tasks_first_episode(run, cap
     assert "batch_steps" not in plain and math.isfinite(plain["returns"][1])
 
 
-def test_bad_batch_steps_is_a_one_line_error(run, capsys):
-    assert main(["evaluate", str(run), "--tasks", "2", "--batch-steps", "0"]) == 2
+@pytest.mark.parametrize("args, message", [
+    (["--batch-steps", "0"], "--batch-steps"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),  # was a numpy traceback from the seed hashing
+])
+def test_bad_evaluate_options_are_one_line_errors(run, capsys, args, message):
+    assert main(["evaluate", str(run), "--tasks", "2", *args]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "--batch-steps" in err and "\n" not in err
+    assert err.startswith("error: ") and message in err and "\n" not in err
 
 
 def test_evaluation_keeps_each_tasks_returns_and_their_mean_is_the_headline(run):

@@ -83,6 +83,7 @@ def test_figure_is_written(maml_run, tmp_path):
         ("ways = 1\n", "error: config key 'ways' must be at least 2, got 1"),
         ("task = 'omniglot'\n", "error: config key 'train_data' must list at least one folder or zip"),
         ("inner_lr = -0.1\n", "error: config key 'inner_lr' must be positive, got -0.1"),
+        ("eval_seed = -3\n", "error: config key 'eval_seed' must be at least 0, got -3"),
     ],
 )
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, toml, message):

@@ -115,6 +115,7 @@ def test_a_checkpoint_round_trips_with_an_ordinary_files_mode_and_no_temporary_f
     ("meta_step_weights=[-1]", "'meta_step_weights' must be finite and >= 0 with the last > 0"),
     ("meta_pre_weight=-0.5", "'meta_pre_weight' must be finite and >= 0"),
     ("meta_batch_size=2.5", "'meta_batch_size' expects an integer"),
+    ("seed=-1", "config key 'seed' must be >= 0, got -1"),  # was a numpy traceback from the seed hashing
     ("env=\"metarl/Nope-v0\"", "unknown environment 'metarl/Nope-v0'"),
 ])
 def test_bad_config_values_are_one_line_errors(tmp_path, capsys, item, message):

@@ -77,7 +77,7 @@ class SupervisedConfig:
                      "filters", "threads", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"config key {name!r} must be at least 1, got {getattr(self, name)}")
-        for name in ("inner_steps", "eval_steps"):
+        for name in ("inner_steps", "eval_steps", "seed", "eval_seed"):
             if getattr(self, name) < 0:
                 raise UserError(f"config key {name!r} must be at least 0, got {getattr(self, name)}")
         if self.ways < 2:
