@@ -46,6 +46,8 @@ def _bench(args: argparse.Namespace) -> int:
     from metarl.config import load_config
     from metarl.training import TrainConfig
 
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be >= 1, got {args.repeats}")
     config = load_config(TrainConfig, config_path(args.env), args.set or [])
     result = run_benchmark(config, repeats=args.repeats)
     print(json.dumps(result) if args.json else format_report(result))

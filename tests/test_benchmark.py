@@ -21,3 +21,8 @@ def test_bench_unknown_experiment_is_a_one_line_error(capsys):
     assert main(["bench", "--env", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown experiment 'nope'") and "halfcheetah_vel" in err and "\n" not in err
+
+
+def test_bench_without_repeats_is_a_one_line_error(capsys):
+    assert main(["bench", "--env", "navigation2d", "--repeats", "0"]) == 2  # was a traceback from min() of nothing
+    assert capsys.readouterr().err == "error: --repeats must be >= 1, got 0\n"

@@ -76,8 +76,10 @@ def evaluate(
     shots = config.shots if shots is None else shots
     steps = config.eval_steps if steps is None else steps
     lrs = [config.test_inner_lr] if inner_lrs is None else list(inner_lrs)
-    if n_tasks < 1 or shots < 1 or steps < 0 or val_tasks < 1:
-        raise UserError("evaluation needs at least one task, one validation task, one shot and zero or more steps")
+    for option, value, least in (("--tasks", n_tasks, 1), ("--val-tasks", val_tasks, 1), ("--shots", shots, 1),
+                                 ("--steps", steps, 0)):
+        if value < least:
+            raise UserError(f"{option} must be >= {least}, got {value}")
     if not lrs or min(lrs) <= 0:
         raise UserError(f"test step sizes must be positive, got {lrs}")
     problem = make_problem(config)
