@@ -8,6 +8,7 @@ hidden_sizes=[64,64]``, ``--set env=\"metarl/AntVel-v0\"`` or bare strings).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import tomllib
 import types
 import typing
@@ -17,6 +18,23 @@ from typing import Any, Iterable, TypeVar
 from metarl.errors import UserError
 
 C = TypeVar("C")
+
+# Every config schema and the commands that read it, so that a config (or run) of one kind given to the
+# other kind's command is named as such rather than reported as a list of unknown keys.
+KINDS = {
+    "metarl.training:TrainConfig": "meta-RL (`metarl train`, `evaluate`, `compare`, `adapt`, `bench`)",
+    "metarl.supervised.config:SupervisedConfig": "supervised (`metarl supervised train`, `evaluate`)",
+}
+
+
+def _other_kind(schema: type, keys: set[str]) -> str | None:
+    """The description of the other config kind whose fields hold all of ``keys``, if there is one."""
+    for path, description in KINDS.items():
+        module, name = path.split(":")
+        other = getattr(importlib.import_module(module), name)
+        if other is not schema and keys <= {f.name for f in dataclasses.fields(other)}:
+            return description
+    return None
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
@@ -82,6 +100,8 @@ def build_config(schema: type[C], values: dict[str, Any], source: str = "config"
     hints = typing.get_type_hints(schema)
     fields = {f.name for f in dataclasses.fields(schema)}
     unknown = sorted(set(values) - fields)
+    if unknown and (kind := _other_kind(schema, set(values))) is not None:
+        raise UserError(f"{source}: a {kind} config, not one for this command")
     if unknown:
         raise UserError(f"unknown config key {unknown[0]!r} in {source} (known: {', '.join(sorted(fields))})")
     kwargs = {k: _coerce(k, v, hints[k]) for k, v in values.items()}

@@ -95,6 +95,21 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys, toml, message):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_config_of_the_other_kind_is_named_as_such(tmp_path, capsys):
+    # a supervised config given to a meta-RL command, and the reverse: not a list of "unknown" keys
+    supervised, rl = tmp_path / "s.toml", tmp_path / "r.toml"
+    supervised.write_text('task = "sinusoid"\nalgorithm = "maml"\nseed = 1\n')
+    rl.write_text('env = "metarl/Navigation2D-v0"\nmeta_batch_size = 2\nseed = 1\n')
+    assert main(["train", str(supervised), "--out", str(tmp_path / "a")]) == 2
+    assert capsys.readouterr().err == f"error: {supervised}: a supervised (`metarl supervised train`, `evaluate`) config, not one for this command\n"
+    assert main(["supervised", "train", str(rl), "--out", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {rl}: a meta-RL (`metarl train`, ")
+    rl.write_text('env = "metarl/Navigation2D-v0"\nalgorithm = "maml"\n')  # a typo'd key of its own kind stays unknown
+    assert main(["train", str(rl), "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: unknown config key 'algorithm' in {rl} (known: ")
+    assert not any(tmp_path.glob("[abc]"))
+
+
 def test_bad_run_folders_are_one_line_errors(tmp_path, capsys):
     assert main(["supervised", "evaluate", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err == f"error: run folder not found: {tmp_path / 'nope'}\n"
