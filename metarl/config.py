@@ -8,7 +8,6 @@ hidden_sizes=[64,64]``, ``--set env=\"metarl/AntVel-v0\"`` or bare strings).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import tomllib
 import types
 import typing
@@ -19,19 +18,17 @@ from metarl.errors import UserError
 
 C = TypeVar("C")
 
-# Every config schema and the commands that read it, so that a config (or run) of one kind given to the
-# other kind's command is named as such rather than reported as a list of unknown keys.
-KINDS = {
-    "metarl.training:TrainConfig": "meta-RL (`metarl train`, `evaluate`, `compare`, `adapt`, `bench`)",
-    "metarl.supervised.config:SupervisedConfig": "supervised (`metarl supervised train`, `evaluate`)",
-}
-
 
 def _other_kind(schema: type, keys: set[str]) -> str | None:
-    """The description of the other config kind whose fields hold all of ``keys``, if there is one."""
-    for path, description in KINDS.items():
-        module, name = path.split(":")
-        other = getattr(importlib.import_module(module), name)
+    """The other config kind (and the commands that read it) whose fields hold all of ``keys``, if there is one:
+    a config or run of one kind given to the other kind's command is named as such, not as unknown keys."""
+    # imported here: both modules import this one
+    from metarl.supervised.config import SupervisedConfig
+    from metarl.training import TrainConfig
+
+    kinds = {TrainConfig: "meta-RL (`metarl train`, `evaluate`, `compare`, `adapt`, `bench`)",
+             SupervisedConfig: "supervised (`metarl supervised train`, `evaluate`)"}
+    for other, description in kinds.items():
         if other is not schema and keys <= {f.name for f in dataclasses.fields(other)}:
             return description
     return None
