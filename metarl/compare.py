@@ -86,7 +86,7 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     size: mean return})}}}``; every method's ``per_task`` lists the same tasks in the same order, so
     methods can be compared task by task (paired). ``log`` receives
     a line as each run starts. With ``batch_steps`` every rollout collects whole episodes until each
-    task has that many environment steps (``metarl.evaluation.sample_step_counted``) and the result
+    task has that many environment steps (``metarl.sampling.sample_step_counted``) and the result
     adds ``"batch_steps"``.
     """
     import numpy as np

@@ -70,7 +70,7 @@ class Episodes:
 
     def collected(self) -> Tensor:
         """1.0 for each episode that took a step, else 0.0 [tasks, E] (an episode whose mask is all zero
-        was not collected: see :func:`metarl.evaluation.sample_step_counted`)."""
+        was not collected: see :func:`metarl.sampling.sample_step_counted`)."""
         return self.mask.amax(dim=1)
 
     def mean_return(self) -> Tensor:

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarl.episodes import Episodes
+from metarl.episodes import Episodes, concat_episodes
+from metarl.seeding import derive_seed
 
 
 @contextmanager
@@ -95,3 +96,32 @@ def sample_episodes(
         rewards=task_major(rewards),
         mask=task_major(mask),
     )
+
+
+def sample_step_counted(env, policy, task_params: dict[str, Tensor], tasks: Sequence[dict], episodes: int,
+                        batch_steps: int, seed: int) -> Episodes:
+    """Whole episodes of every task until they hold at least ``batch_steps`` environment steps.
+
+    This is rllab's collection rule (the MAML paper's training and test batches): an episode is collected when
+    fewer than ``batch_steps`` steps were collected before it. Episodes are sampled ``episodes`` per
+    task at a time (round 0 seeded with ``seed``, round r with ``derive_seed(seed, r)``) until every
+    task has enough. Returns ``[tasks, T, E]``, E the most episodes any task collected, where each
+    task's episodes after its collected ones have an all-zero mask, so masked means, the baseline fit and the inner step use
+    only the collected ones; :meth:`Episodes.mean_return` averages over them.
+    """
+    if batch_steps < 1:
+        raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
+    rounds: list[Episodes] = []
+    taken = torch.zeros(len(tasks))  # [tasks] steps sampled so far
+    while True:
+        round_seed = seed if not rounds else derive_seed(seed, len(rounds))
+        rounds.append(sample_episodes(env, policy, task_params, tasks, episodes, seed=round_seed))
+        taken = taken + rounds[-1].mask.sum((1, 2))
+        if bool((taken >= batch_steps).all()):
+            break
+    lengths = torch.cat([batch.mask.sum(1) for batch in rounds], dim=1)  # [tasks, E] steps per episode
+    before = lengths.cumsum(1) - lengths  # [tasks, E] steps collected before each episode
+    collected = (before < batch_steps).to(lengths.dtype)
+    keep = int(collected.sum(1).max())  # each task's collected episodes come first: drop columns none collected
+    batch = concat_episodes(rounds).select(episodes=slice(0, keep))
+    return batch.replace(mask=batch.mask * collected[:, None, :keep])

@@ -16,7 +16,7 @@ from metarl.errors import UserError
 from metarl.evaluation import evaluate_run
 from metarl.policies import GaussianMLPPolicy
 from metarl.provenance import MACHINE
-from metarl.training import CHECKPOINT, METRICS, TrainConfig, load_run, train
+from metarl.training import CHECKPOINT, METRICS, TrainConfig, load_run, make_env, make_learner, make_policy, train
 
 TINY = ["env=\"metarl/Navigation2D-v0\"", "meta_batch_size=2", "episodes_per_task=2", "hidden_sizes=[8]",
         "inner_lr=0.5", "checkpoint_every=1", "num_threads=1", "cg_iters=3"]
@@ -24,6 +24,13 @@ TINY = ["env=\"metarl/Navigation2D-v0\"", "meta_batch_size=2", "episodes_per_tas
 
 def tiny(iterations, *extra):
     return load_config(TrainConfig, None, TINY + [f"iterations={iterations}", *extra])
+
+
+def parts(config):
+    """The batched env (one rollout's worth of envs), policy and learner of a config."""
+    env = make_env(config, config.meta_batch_size, config.episodes_per_task)
+    policy = make_policy(config, env)
+    return env, policy, make_learner(config, policy)
 
 
 def params_of(run_dir):
@@ -116,6 +123,7 @@ def test_a_checkpoint_round_trips_with_an_ordinary_files_mode_and_no_temporary_f
     ("meta_pre_weight=-0.5", "'meta_pre_weight' must be finite and >= 0"),
     ("meta_batch_size=2.5", "'meta_batch_size' expects an integer"),
     ("seed=-1", "config key 'seed' must be >= 0, got -1"),  # was a numpy traceback from the seed hashing
+    ("batch_steps=-1", "config key 'batch_steps' must be >= 0, got -1"),
     ("env=\"metarl/Nope-v0\"", "unknown environment 'metarl/Nope-v0'"),
 ])
 def test_bad_config_values_are_one_line_errors(tmp_path, capsys, item, message):
@@ -196,12 +204,10 @@ def test_every_shipped_rl_run_loads_and_adapts(run):
 
 def test_later_inner_steps_use_the_scaled_learning_rate_when_training(monkeypatch):
     # with two inner steps the second one, at sampling and in the meta-update, uses inner_lr * later_lr_scale
-    from metarl.training import make_env, make_learner, make_policy, meta_iteration
+    from metarl.training import meta_iteration
 
     config = tiny(1, "num_inner_steps=2", "later_lr_scale=0.3")
-    env = make_env(config, config.meta_batch_size, config.episodes_per_task)
-    policy = make_policy(config, env)
-    learner = make_learner(config, policy)
+    env, policy, learner = parts(config)
     seen = {"inner": [], "step": None}
     real_inner, real_step = learner.sampling_step, learner.step
     monkeypatch.setattr(learner, "sampling_step", lambda p, e, lr: seen["inner"].append(lr) or real_inner(p, e, lr))
@@ -229,12 +235,10 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path):
 
 @pytest.mark.parametrize("extra", [("num_inner_steps=1",), ("num_inner_steps=2", "later_lr_scale=0.5")])
 def test_the_meta_update_with_the_samplers_curvature_equals_one_computing_its_own(extra):
-    from metarl.training import make_env, make_learner, make_policy, sample_meta_batch
+    from metarl.training import sample_meta_batch
 
     config = tiny(1, *extra)
-    env = make_env(config, config.meta_batch_size, config.episodes_per_task)
-    policy = make_policy(config, env)
-    learner = make_learner(config, policy)
+    env, policy, learner = parts(config)
     params = policy.init_params(torch.Generator().manual_seed(0))
     batch = sample_meta_batch(config, env, policy, learner, params, 0)
     assert batch.curvatures is not None and len(batch.curvatures) == config.num_inner_steps
@@ -246,6 +250,54 @@ def test_the_meta_update_with_the_samplers_curvature_equals_one_computing_its_ow
     # first order has no Hessian to share
     learner.first_order = True
     assert sample_meta_batch(config, env, policy, learner, params, 0).curvatures is None
+
+
+def test_step_counted_training_batches_equal_counted_episodes_when_no_episode_ends_early():
+    """With batch_steps = episodes x horizon and every episode running to the horizon, the paper's
+    step-counted rule collects exactly the episodes the episode count does: same batch, same update."""
+    from metarl.training import meta_iteration, sample_meta_batch
+
+    results = []
+    for extra in ((), ("batch_steps=200",)):
+        config = tiny(1, *extra)
+        env, policy, learner = parts(config)
+        params = policy.init_params(torch.Generator().manual_seed(0))
+        batch = sample_meta_batch(config, env, policy, learner, params, 0)
+        results.append((batch, meta_iteration(config, env, policy, learner, params, 0)))
+    (plain, (plain_params, plain_row)), (counted, (counted_params, counted_row)) = results
+    for episodes in (*plain.train_episodes, plain.valid_episodes):  # the premise: nothing ended early
+        assert bool((episodes.mask == 1).all())
+    for a, b in zip((*plain.train_episodes, plain.valid_episodes), (*counted.train_episodes, counted.valid_episodes)):
+        assert torch.equal(a.observations, b.observations) and torch.equal(a.advantages, b.advantages)
+    assert all(torch.equal(plain_params[k], counted_params[k]) for k in plain_params)
+    assert plain_row["return_post"] == counted_row["return_post"]
+
+
+def test_step_counted_training_batches_collect_more_episodes_where_they_end_early():
+    """The shipped navigation policy reaches its goals after one step: the post-update batch then holds
+    more episodes than episodes_per_task, each task until its batch_steps (rllab's rule), and the log's
+    returns average only the collected episodes."""
+    from dataclasses import replace
+
+    from metarl.training import meta_iteration, sample_meta_batch
+
+    run = Path(__file__).resolve().parents[1] / "experiments" / "results" / "navigation2d" / "maml"
+    config, state = load_run(run)
+    config = replace(config, meta_batch_size=4, episodes_per_task=5, batch_steps=500, num_threads=1)
+    env, policy, learner = parts(config)
+    batch = sample_meta_batch(config, env, policy, learner, state["params"], 0)
+    for episodes in (*batch.train_episodes, batch.valid_episodes):
+        lengths = episodes.mask.sum(1)  # [tasks, E]
+        collected = episodes.collected()
+        steps = (lengths * collected).sum(1)
+        last = torch.stack([row[c > 0][-1] for row, c in zip(lengths, collected)])
+        assert bool((steps >= 500).all()) and bool((steps - last < 500).all())
+        assert bool((collected.sum(1) >= 5).all())  # at least one round of episodes_per_task
+    post = batch.valid_episodes
+    assert post.episodes_per_task > 5 and bool((post.collected().sum(1) > 5).any())
+    _, row = meta_iteration(config, env, policy, learner, state["params"], 0)
+    assert row["return_post"] == pytest.approx(float(post.mean_return().mean()))
+    assert row["return_post"] > row["return_pre"] + 10  # the adapted policy, scored on its collected episodes
 
 
 EXPERIMENT_CONFIGS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))
