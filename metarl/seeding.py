@@ -12,5 +12,9 @@ TRAIN, EVALUATE, VALIDATE = 0, 1, 2
 
 
 def derive_seed(stream: int, *keys: int) -> int:
-    """A 31-bit seed that depends on every key (SeedSequence hashing; no collisions in practice)."""
-    return int(np.random.SeedSequence([stream, *(int(k) for k in keys)]).generate_state(1)[0] >> 1)
+    """A 31-bit seed that depends on every key (SeedSequence hashing; no collisions in practice).
+    Keys are integers >= 0 (SeedSequence's entropy); a negative one is a ValueError that names it."""
+    values = [int(stream), *(int(k) for k in keys)]
+    if min(values) < 0:
+        raise ValueError(f"seeds and seed keys must be >= 0, got {min(values)} in {values}")
+    return int(np.random.SeedSequence(values).generate_state(1)[0] >> 1)

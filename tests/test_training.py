@@ -135,6 +135,14 @@ def test_bad_config_values_are_one_line_errors(tmp_path, capsys, item, message):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_negative_seed_reaching_the_seed_hashing_is_named():
+    from metarl.seeding import TRAIN, derive_seed
+
+    with pytest.raises(ValueError, match=r"seeds and seed keys must be >= 0, got -3 in \[0, 5, -3\]"):
+        derive_seed(TRAIN, 5, -3)
+    assert derive_seed(TRAIN, 5, 3) != derive_seed(TRAIN, 3, 5)  # order matters
+
+
 def test_evaluate_json_has_one_entry_per_step(tmp_path, capsys):
     run = train(tiny(1), tmp_path / "run", progress=False)
     assert main(["evaluate", str(run), "--tasks", "3", "--steps", "2", "--episodes", "2", "--json"]) == 0
