@@ -102,7 +102,7 @@ def sample_step_counted(env, policy, task_params: dict[str, Tensor], tasks: Sequ
                         batch_steps: int, seed: int) -> Episodes:
     """Whole episodes of every task until they hold at least ``batch_steps`` environment steps.
 
-    This is rllab's collection rule (the MAML paper's training and test batches): an episode is collected when
+    This is rllab's collection rule (the MAML paper's test batches): an episode is collected when
     fewer than ``batch_steps`` steps were collected before it. Episodes are sampled ``episodes`` per
     task at a time (round 0 seeded with ``seed``, round r with ``derive_seed(seed, r)``) until every
     task has enough. Returns ``[tasks, T, E]``, E the most episodes any task collected, where each

@@ -29,7 +29,7 @@ from metarl.maml_trpo import InnerCurvature, MAMLTRPO
 from metarl import policies
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.provenance import record_machine
-from metarl.sampling import sample_episodes, sample_step_counted
+from metarl.sampling import sample_episodes
 from metarl.seeding import TRAIN, derive_seed
 
 CHECKPOINT = "checkpoint.pt"
@@ -53,10 +53,6 @@ class TrainConfig:
     iterations: int = 500
     meta_batch_size: int = 40  # tasks per meta-iteration
     episodes_per_task: int = 20  # episodes per task, before and after each inner step
-    # 0: exactly episodes_per_task episodes per task and rollout. N > 0: the paper's code's rule, whole episodes
-    # until each task holds N environment steps (sampled episodes_per_task at a time), so a policy whose
-    # episodes end early (navigation near its goal) adapts and is scored on more of them
-    batch_steps: int = 0
     num_inner_steps: int = 1
     inner_lr: float = 0.1  # alpha
     first_order: bool = False
@@ -114,7 +110,7 @@ class TrainConfig:
         for key in positive_ints:
             if getattr(self, key) < 1:
                 raise UserError(f"config key {key!r} must be >= 1, got {getattr(self, key)}")
-        for key in ("eval_steps", "seed", "batch_steps"):
+        for key in ("eval_steps", "seed"):
             if getattr(self, key) < 0:
                 raise UserError(f"config key {key!r} must be >= 0, got {getattr(self, key)}")
         positive_floats = ("inner_lr", "max_kl", "init_std", "later_lr_scale")
@@ -224,21 +220,18 @@ def sample_meta_batch(config: TrainConfig, env, policy, learner: MAMLTRPO, param
     train_episodes = []
     inner_steps = config.num_inner_steps if config.method == "maml" else 0  # baselines: plain TRPO on theta
     lrs = step_sizes(config.inner_lr, inner_steps, config.later_lr_scale)
-
-    def rollouts(task_params: dict[str, Tensor], k: int) -> Episodes:
-        seed = derive_seed(TRAIN, config.seed, iteration, k + 1)
-        if config.batch_steps:
-            return sample_step_counted(env, policy, task_params, tasks, config.episodes_per_task, config.batch_steps, seed)
-        return sample_episodes(env, policy, task_params, tasks, config.episodes_per_task, seed=seed)
-
     curvatures = []
     for k in range(inner_steps):
-        train_episodes.append(learner.process(rollouts(task_params, k)))
+        episodes = sample_episodes(env, policy, task_params, tasks, config.episodes_per_task,
+                                   seed=derive_seed(TRAIN, config.seed, iteration, k + 1))
+        train_episodes.append(learner.process(episodes))
         # second order, the step's gradient comes with the Hessian products the meta-update needs at the
         # same point: computed once, here
         task_params, curvature = learner.sampling_step(task_params, train_episodes[-1], lrs[k])
         curvatures.append(curvature)
-    valid_episodes = learner.process(rollouts(task_params, inner_steps))
+    valid_episodes = learner.process(sample_episodes(
+        env, policy, task_params, tasks, config.episodes_per_task,
+        seed=derive_seed(TRAIN, config.seed, iteration, inner_steps + 1)))
     second_order = inner_steps > 0 and not learner.first_order
     return MetaBatch(train_episodes, valid_episodes, lrs, curvatures if second_order else None)
 
@@ -255,8 +248,8 @@ def meta_iteration(config: TrainConfig, env, policy, learner: MAMLTRPO, params: 
     params, info = learner.step(params, train_episodes, valid_episodes, lrs, curvatures)
     t2 = time.perf_counter()
     row = {"iteration": iteration + 1,
-           "return_pre": float((train_episodes[0] if train_episodes else valid_episodes).mean_return().mean()),
-           "return_post": float(valid_episodes.mean_return().mean()),
+           "return_pre": float((train_episodes[0] if train_episodes else valid_episodes).undiscounted_returns().mean()),
+           "return_post": float(valid_episodes.undiscounted_returns().mean()),
            **{k: float(v) for k, v in info.items()},
            "sampling_s": t1 - t0, "update_s": t2 - t1,
            "peak_rss_mb": peak_rss_mb()}

@@ -123,7 +123,6 @@ def test_a_checkpoint_round_trips_with_an_ordinary_files_mode_and_no_temporary_f
     ("meta_pre_weight=-0.5", "'meta_pre_weight' must be finite and >= 0"),
     ("meta_batch_size=2.5", "'meta_batch_size' expects an integer"),
     ("seed=-1", "config key 'seed' must be >= 0, got -1"),  # was a numpy traceback from the seed hashing
-    ("batch_steps=-1", "config key 'batch_steps' must be >= 0, got -1"),
     ("env=\"metarl/Nope-v0\"", "unknown environment 'metarl/Nope-v0'"),
 ])
 def test_bad_config_values_are_one_line_errors(tmp_path, capsys, item, message):
@@ -258,54 +257,6 @@ def test_the_meta_update_with_the_samplers_curvature_equals_one_computing_its_ow
     # first order has no Hessian to share
     learner.first_order = True
     assert sample_meta_batch(config, env, policy, learner, params, 0).curvatures is None
-
-
-def test_step_counted_training_batches_equal_counted_episodes_when_no_episode_ends_early():
-    """With batch_steps = episodes x horizon and every episode running to the horizon, the paper's
-    step-counted rule collects exactly the episodes the episode count does: same batch, same update."""
-    from metarl.training import meta_iteration, sample_meta_batch
-
-    results = []
-    for extra in ((), ("batch_steps=200",)):
-        config = tiny(1, *extra)
-        env, policy, learner = parts(config)
-        params = policy.init_params(torch.Generator().manual_seed(0))
-        batch = sample_meta_batch(config, env, policy, learner, params, 0)
-        results.append((batch, meta_iteration(config, env, policy, learner, params, 0)))
-    (plain, (plain_params, plain_row)), (counted, (counted_params, counted_row)) = results
-    for episodes in (*plain.train_episodes, plain.valid_episodes):  # the premise: nothing ended early
-        assert bool((episodes.mask == 1).all())
-    for a, b in zip((*plain.train_episodes, plain.valid_episodes), (*counted.train_episodes, counted.valid_episodes)):
-        assert torch.equal(a.observations, b.observations) and torch.equal(a.advantages, b.advantages)
-    assert all(torch.equal(plain_params[k], counted_params[k]) for k in plain_params)
-    assert plain_row["return_post"] == counted_row["return_post"]
-
-
-def test_step_counted_training_batches_collect_more_episodes_where_they_end_early():
-    """The shipped navigation policy reaches its goals after one step: the post-update batch then holds
-    more episodes than episodes_per_task, each task until its batch_steps (rllab's rule), and the log's
-    returns average only the collected episodes."""
-    from dataclasses import replace
-
-    from metarl.training import meta_iteration, sample_meta_batch
-
-    run = Path(__file__).resolve().parents[1] / "experiments" / "results" / "navigation2d" / "maml"
-    config, state = load_run(run)
-    config = replace(config, meta_batch_size=4, episodes_per_task=5, batch_steps=500, num_threads=1)
-    env, policy, learner = parts(config)
-    batch = sample_meta_batch(config, env, policy, learner, state["params"], 0)
-    for episodes in (*batch.train_episodes, batch.valid_episodes):
-        lengths = episodes.mask.sum(1)  # [tasks, E]
-        collected = episodes.collected()
-        steps = (lengths * collected).sum(1)
-        last = torch.stack([row[c > 0][-1] for row, c in zip(lengths, collected)])
-        assert bool((steps >= 500).all()) and bool((steps - last < 500).all())
-        assert bool((collected.sum(1) >= 5).all())  # at least one round of episodes_per_task
-    post = batch.valid_episodes
-    assert post.episodes_per_task > 5 and bool((post.collected().sum(1) > 5).any())
-    _, row = meta_iteration(config, env, policy, learner, state["params"], 0)
-    assert row["return_post"] == pytest.approx(float(post.mean_return().mean()))
-    assert row["return_post"] > row["return_pre"] + 10  # the adapted policy, scored on its collected episodes
 
 
 EXPERIMENT_CONFIGS = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.toml"))
