@@ -79,14 +79,6 @@ class Episodes:
         return (self.undiscounted_returns() * collected).sum(1) / collected.sum(1).clamp_min(1.0)
 
 
-def concat_episodes(batches: list[Episodes]) -> Episodes:
-    """Unprocessed batches of the same tasks and horizon joined along the episode axis, ``[tasks, T, sum E, ...]``."""
-    if any(b.returns is not None or b.advantages is not None for b in batches):
-        raise ValueError("concat_episodes joins unprocessed batches (returns and advantages must be None)")
-    return Episodes(**{name: torch.cat([getattr(b, name) for b in batches], dim=2)
-                       for name in ("observations", "actions", "rewards", "mask")})
-
-
 def masked_mean(x: Tensor, mask: Tensor, dims: tuple[int, ...] = (-2, -1)) -> Tensor:
     """Mean of ``x`` over ``dims`` counting only entries where ``mask`` is 1 (``x``, ``mask`` same shape)."""
     return (x * mask).sum(dims) / mask.sum(dims).clamp_min(1.0)

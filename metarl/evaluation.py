@@ -46,8 +46,32 @@ def adaptation_rollouts(env, policy, learner, params: dict[str, Tensor], tasks: 
             batch = sample_step_counted(env, policy, task_params, tasks, episodes, batch_steps, step_seed)
         yield batch, task_params
         if k < len(lrs):
-            adapted = learner.inner_step(task_params, learner.process(batch), lrs[k], first_order=True)
-            task_params = {n: v.detach() for n, v in adapted.items()}
+            task_params = step_by_task_groups(learner, task_params, batch, lrs[k])
+        del batch  # before the next rollout, which may be as large
+
+
+# A step-counted batch is padded to the task that collected the most episodes, and among many tasks that
+# one collects far more than the rest (1,000 navigation tasks: 537 episodes where 200 need at most 191), so
+# its processing (returns, baseline features, advantages) would grow with tasks x that count: 11 GB for 1,000
+# navigation tasks. Groups of this many tasks, each trimmed to its own widest task, bound it.
+TASK_GROUP = 200
+
+
+def step_by_task_groups(learner, task_params: dict[str, Tensor], batch: Episodes, lr: float) -> dict[str, Tensor]:
+    """Each task's first-order inner step on its episodes of ``batch`` (task-batched parameters in and out,
+    no graph), processed ``TASK_GROUP`` tasks at a time, each group's episode axis cut to the episodes its
+    tasks collected. Every task's step depends only on its own episodes, so up to float rounding this is one
+    step on the whole batch (and exactly that for ``TASK_GROUP`` tasks or fewer)."""
+    groups = []
+    for start in range(0, batch.num_tasks, TASK_GROUP):
+        tasks = slice(start, start + TASK_GROUP)
+        group = batch if batch.num_tasks <= TASK_GROUP else batch.select(tasks=tasks)
+        widest = int(group.collected().sum(1).max())
+        if widest < group.episodes_per_task:
+            group = group.select(episodes=slice(0, widest))
+        params = {n: v[tasks] for n, v in task_params.items()}
+        groups.append(learner.inner_step(params, learner.process(group), lr, first_order=True))
+    return {n: torch.cat([g[n] for g in groups]).detach() for n in groups[0]}
 
 
 def adaptation_curve(
@@ -73,6 +97,7 @@ def adaptation_curve(
         for batch, _ in adaptation_rollouts(env, policy, learner, params, tasks, lrs, episodes, seed, batch_steps):
             returns.append(batch.mean_return().double().numpy())  # [tasks]
             counts.append(batch.collected().sum(1).double().numpy())
+            del batch  # not held while the next rollout is sampled
     finally:
         env.close()
     return np.stack(returns), np.stack(counts)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarl.episodes import Episodes, concat_episodes
+from metarl.episodes import Episodes
 from metarl.seeding import derive_seed
 
 
@@ -106,22 +106,36 @@ def sample_step_counted(env, policy, task_params: dict[str, Tensor], tasks: Sequ
     fewer than ``batch_steps`` steps were collected before it. Episodes are sampled ``episodes`` per
     task at a time (round 0 seeded with ``seed``, round r with ``derive_seed(seed, r)``) until every
     task has enough. Returns ``[tasks, T, E]``, E the most episodes any task collected, where each
-    task's episodes after its collected ones have an all-zero mask, so masked means, the baseline fit and the inner step use
-    only the collected ones; :meth:`Episodes.mean_return` averages over them.
+    task's episodes after its collected ones have an all-zero mask, so masked means, the baseline fit
+    and the inner step use only the collected ones; :meth:`Episodes.mean_return` averages over them.
     """
     if batch_steps < 1:
         raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
-    rounds: list[Episodes] = []
-    taken = torch.zeros(len(tasks))  # [tasks] steps sampled so far
+    # Every round samples every task (one env call per step keeps the draws reproducible), but keeps only the
+    # tasks that collect from it: the slowest of many tasks needs far more rounds than the rest.
+    kept: list[tuple[Tensor, Episodes]] = []  # per round: (indices of the tasks kept, their episodes)
+    taken = torch.zeros(len(tasks))  # [tasks] steps sampled before this round
+    collected_per_task = torch.zeros(len(tasks), dtype=torch.long)
     while True:
-        round_seed = seed if not rounds else derive_seed(seed, len(rounds))
-        rounds.append(sample_episodes(env, policy, task_params, tasks, episodes, seed=round_seed))
-        taken = taken + rounds[-1].mask.sum((1, 2))
+        round_seed = seed if not kept else derive_seed(seed, len(kept))
+        batch = sample_episodes(env, policy, task_params, tasks, episodes, seed=round_seed)
+        lengths = batch.mask.sum(1)  # [tasks, episodes] steps per episode
+        collected = (taken[:, None] + lengths.cumsum(1) - lengths) < batch_steps  # started below the count
+        keep = collected.any(1).nonzero().squeeze(1)
+        mask = batch.mask * collected[:, None, :].to(batch.mask.dtype)
+        kept.append((keep, Episodes(batch.observations[keep], batch.actions[keep], batch.rewards[keep], mask[keep])))
+        collected_per_task += collected.sum(1)
+        taken = taken + lengths.sum(1)
         if bool((taken >= batch_steps).all()):
             break
-    lengths = torch.cat([batch.mask.sum(1) for batch in rounds], dim=1)  # [tasks, E] steps per episode
-    before = lengths.cumsum(1) - lengths  # [tasks, E] steps collected before each episode
-    collected = (before < batch_steps).to(lengths.dtype)
-    keep = int(collected.sum(1).max())  # each task's collected episodes come first: drop columns none collected
-    batch = concat_episodes(rounds).select(episodes=slice(0, keep))
-    return batch.replace(mask=batch.mask * collected[:, None, :keep])
+    width = int(collected_per_task.max())  # each task's collected episodes come first
+    first = kept[0][1]  # round 0 keeps every task: every first episode starts at 0 steps
+    out = {name: torch.zeros((len(tasks), first.horizon, width, *getattr(first, name).shape[3:]),
+                             dtype=getattr(first, name).dtype)
+           for name in ("observations", "actions", "rewards", "mask")}
+    for r, (keep, part) in enumerate(kept):
+        lo, hi = r * episodes, min((r + 1) * episodes, width)
+        if lo < hi:
+            for name, tensor in out.items():
+                tensor[keep, :, lo:hi] = getattr(part, name)[:, :, : hi - lo]
+    return Episodes(**out)

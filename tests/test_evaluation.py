@@ -10,12 +10,11 @@ import torch
 import envs
 from metarl.cli import main
 from metarl.config import load_config
-from metarl.episodes import Episodes, concat_episodes
+from metarl.episodes import Episodes
 from metarl.evaluation import adaptation_rollouts, evaluate_run, pool_results
-from metarl.sampling import sample_step_counted
 from metarl.maml_trpo import MAMLTRPO
 from metarl.policies import GaussianMLPPolicy
-from metarl.sampling import sample_episodes
+from metarl.sampling import sample_episodes, sample_step_counted
 from metarl.seeding import EVALUATE, derive_seed
 from metarl.stats import mean_ci95
 from metarl.training import TrainConfig, broadcast, load_run, make_env, make_learner, make_policy, train
@@ -68,10 +67,6 @@ def test_mean_return_averages_only_the_collected_episodes():
     rewards = torch.tensor([[[-1.0, -4.0, 0.0], [-2.0, 0.0, 0.0]]])
     batch = Episodes(observations=torch.zeros(1, 2, 3, 2), actions=torch.zeros(1, 2, 3, 2), rewards=rewards, mask=mask)
     assert batch.mean_return().tolist() == [-3.5]  # (-3 + -4) / 2, not / 3
-    joined = concat_episodes([batch, batch])
-    assert joined.episodes_per_task == 6 and joined.mean_return().tolist() == [-3.5]
-    with pytest.raises(ValueError, match="unprocessed"):
-        concat_episodes([batch.replace(returns=rewards)])
 
 
 def test_inner_step_ignores_the_episodes_not_collected():
@@ -90,6 +85,27 @@ def test_inner_step_ignores_the_episodes_not_collected():
     expected = learner.inner_step(one, learner.process(alone), 0.5, first_order=True)
     for k in expected:
         torch.testing.assert_close(adapted[k][1:2], expected[k], rtol=1e-4, atol=1e-6)
+
+
+def test_the_inner_step_by_task_groups_equals_one_step_on_the_whole_batch(monkeypatch):
+    """Evaluation steps a step-counted batch a few tasks at a time, each group cut to the episodes its
+    tasks collected (memory); each task's step is still its step on its own episodes."""
+    import metarl.evaluation
+
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8,))
+    tasks = [{"goal": (0.02, 0.0)}, FAR, {"goal": (0.1, -0.1)}, {"goal": (0.0, -0.03)}, FAR]
+    params = broadcast(policy.init_params(torch.Generator().manual_seed(4)), len(tasks))
+    env = envs.make_batched(ENV_ID, len(tasks) * 3)
+    batch = sample_step_counted(env, policy, params, tasks, episodes=3, batch_steps=150, seed=2)
+    learner = MAMLTRPO(policy, inner_lr=0.5)
+    whole = learner.inner_step(params, learner.process(batch), 0.5, first_order=True)
+    monkeypatch.setattr(metarl.evaluation, "TASK_GROUP", 2)
+    widths = batch.collected().sum(1)
+    assert widths[:2].max() < batch.episodes_per_task or widths[2:4].max() < batch.episodes_per_task  # some group is cut
+    grouped = metarl.evaluation.step_by_task_groups(learner, params, batch, 0.5)
+    for k in whole:
+        torch.testing.assert_close(grouped[k], whole[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(grouped[k], params[k]) for k in whole)  # it stepped
 
 
 @pytest.fixture(scope="module")
