@@ -173,11 +173,16 @@ class InnerLossHessian(MLPLinearization):
     ``params``. Calling it with a tangent ``w`` (same keys, ``[tasks, ...]``) returns ``H_i w_i`` for
     every task i in the same layout. Products are exact (not Gauss-Newton): the network's own
     curvature is included.
+
+    ``lvc``: the Hessian is instead that of ``-sum_n weights[i, n] * pi_p(a|s) / pi_q(a|s)`` at p = q
+    with q held fixed (the low-variance curvature objective of Rothfuss et al. 2019, ProMP), which
+    adds ``-sum_n weights[i, n] g_n g_n^T``, g_n = d log pi / dp, to the Hessian above. The gradient and
+    the loss reported are the same as without it (the ratio is 1 at p = q).
     """
 
-    def __init__(self, policy: Policy, params: Params, obs: Tensor, actions: Tensor, weights: Tensor):
+    def __init__(self, policy: Policy, params: Params, obs: Tensor, actions: Tensor, weights: Tensor, lvc: bool = False):
         super().__init__(policy, params, obs)
-        self.actions, self.weights = actions, weights
+        self.actions, self.weights, self.lvc = actions, weights, lvc
         g_head, g_out, loss = self._build_head()
         with torch.no_grad():
             grads, self.delta, self.upstream = self.backward(g_out.detach())
@@ -185,11 +190,15 @@ class InnerLossHessian(MLPLinearization):
         self.loss: Tensor = loss.detach()  # [tasks]
 
     def _build_head(self) -> tuple[Params, Tensor, Tensor]:
-        policy, actions, weights = self.policy, self.actions, self.weights
+        policy, actions, weights, lvc = self.policy, self.actions, self.weights, self.lvc
 
         def head_loss(head: Params, out: Tensor) -> tuple[Tensor, Tensor]:
-            per_task = -(weights * policy.dist_log_prob(policy.head(head, out), actions)).sum(-1)
-            return per_task.sum(), per_task  # tasks are independent: the sum's gradient is each task's
+            log_prob = policy.dist_log_prob(policy.head(head, out), actions)
+            per_task = -(weights * log_prob).sum(-1)
+            # LVC: the likelihood ratio against a fixed copy of the policy; its value is 1 and its first
+            # derivative that of log pi, but its second carries the score's outer product
+            objective = -(weights * torch.exp(log_prob - log_prob.detach())).sum(-1) if lvc else per_task
+            return objective.sum(), per_task  # tasks are independent: the sum's gradient is each task's
 
         # the head's gradient, and its Hessian in (head parameters, MLP output) as the vjp of that gradient
         (g_head, g_out), self._head_hessian, (_, loss) = vjp(

@@ -43,6 +43,13 @@ Hessian-vector products and one forward/backward pair of the policy, and no grap
 rebuilt. The meta-gradient is ``J^T dS/d(dist)`` from the same maps. With
 ``first_order`` the adaptation counts as ``theta'_i = theta + const_i`` (every H_k is
 dropped) in both the meta-gradient and J.
+
+The inner episodes are sampled by x_k, which depends on theta, but the paper's meta-gradient treats
+them as fixed data. ``inner_objective = "lvc"`` (Rothfuss et al. 2019, ProMP's low-variance curvature
+estimator) differentiates the inner loss in the form ``-E[pi_x(a|s) / stop(pi_x(a|s)) A]``: the inner
+step is unchanged (the ratio is 1, its gradient the VPG gradient), but H_k gains the term
+``-E[A grad log pi grad log pi^T]``, through which the meta-gradient and J also account, per time step,
+for how theta's own sampling distribution shapes the adaptation.
 """
 
 from __future__ import annotations
@@ -61,6 +68,10 @@ from metarl.curvature import InnerLossHessian, PolicyJacobian
 from metarl.episodes import Episodes, discounted_returns, gae, masked_mean, normalize_per_task
 from metarl.policies import Params, Policy
 from metarl.trpo import backtracking_line_search, conjugate_gradient, flatten, unflatten
+
+
+# "vpg": the paper's inner loss; "lvc": its low-variance curvature form (ProMP), see MAMLTRPO.inner_objective_loss
+INNER_OBJECTIVES = ("vpg", "lvc")
 
 
 @dataclass
@@ -262,6 +273,7 @@ class MAMLTRPO:
         kl_check_groups: int = 4,
         meta_step_weights: Sequence[float] | None = None,
         meta_pre_weight: float = 0.0,
+        inner_objective: str = "vpg",
     ):
         if not 0.0 < fisher_subsample <= 1.0:
             raise ValueError(f"fisher_subsample must be in (0, 1], got {fisher_subsample}")
@@ -288,6 +300,9 @@ class MAMLTRPO:
         if not (meta_pre_weight >= 0 and math.isfinite(meta_pre_weight)):
             raise ValueError(f"meta_pre_weight must be finite and >= 0, got {meta_pre_weight}")
         self.meta_pre_weight = float(meta_pre_weight)
+        if inner_objective not in INNER_OBJECTIVES:
+            raise ValueError(f"inner_objective must be one of {', '.join(INNER_OBJECTIVES)}, got {inner_objective!r}")
+        self.inner_objective = inner_objective
 
     # ------------------------------------------------------------------ advantages
     def process(self, episodes: Episodes) -> Episodes:
@@ -311,13 +326,23 @@ class MAMLTRPO:
         """One task's VPG loss, mask-weighted mean of -log pi(a|s) * A over its [T, E] steps (a scalar)."""
         return -masked_mean(self.policy.log_prob(params, obs, actions) * advantages, mask)
 
+    def inner_objective_loss(self, params: Params, obs: Tensor, actions: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+        """The loss the second-order inner step differentiates: :meth:`inner_loss`, or with ``inner_objective =
+        "lvc"`` the likelihood ratio against a stopped-gradient copy of the same policy (value -E[A], gradient
+        the VPG gradient, Hessian plus the score's outer product; see :class:`metarl.curvature.InnerLossHessian`)."""
+        if self.inner_objective == "vpg":
+            return self.inner_loss(params, obs, actions, advantages, mask)
+        log_prob = self.policy.log_prob(params, obs, actions)
+        return -masked_mean(torch.exp(log_prob - log_prob.detach()) * advantages, mask)
+
     def inner_hessian(self, params: Params, episodes: Episodes) -> InnerLossHessian:
         """``w -> H_i w_i``: each task's :meth:`inner_loss` Hessian on its episodes at ``params`` (task axis)."""
         obs, actions, advantages, mask = self._data(episodes)
         tasks = obs.shape[0]
         weights = advantages * mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0)  # as in masked_mean
         return InnerLossHessian(self.policy, params, obs.reshape(tasks, -1, obs.shape[-1]),
-                                actions.reshape(tasks, -1, *actions.shape[3:]), weights.reshape(tasks, -1))
+                                actions.reshape(tasks, -1, *actions.shape[3:]), weights.reshape(tasks, -1),
+                                lvc=self.inner_objective == "lvc")
 
     def inner_curvature(self, params: Params, episodes: Episodes) -> InnerCurvature:
         """Gradient, loss and Hessian products of every task's :meth:`inner_loss` at ``params`` (task axis),
@@ -377,7 +402,7 @@ class MAMLTRPO:
             return {k: params[k] - lr * g[k] for k in g}
 
         def step(p: Params, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor) -> Params:
-            return gradient_step(self.inner_loss, p, lr, obs, actions, adv, mask, first_order=first_order)
+            return gradient_step(self.inner_objective_loss, p, lr, obs, actions, adv, mask, first_order=first_order)
 
         params_dim = 0 if self.policy.is_task_batched(params) else None
         return vmap(step, in_dims=(params_dim, 0, 0, 0, 0))(params, *self._data(episodes))

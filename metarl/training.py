@@ -25,7 +25,7 @@ from metarl.checkpoint import drop_log_rows_after, exclusive_run, load_checkpoin
 from metarl.config import check_resumable, config_to_dict, dump_toml, load_config
 from metarl.episodes import Episodes
 from metarl.errors import UserError
-from metarl.maml_trpo import InnerCurvature, MAMLTRPO
+from metarl.maml_trpo import INNER_OBJECTIVES, InnerCurvature, MAMLTRPO
 from metarl import policies
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.provenance import record_machine
@@ -39,7 +39,7 @@ CHECKPOINT_FORMAT = "metarl.maml_trpo/1"
 METHODS = ("maml", "pretrained", "oracle", "random")
 # Keys only MAML's adaptation and meta-objective read: a baseline trains plain TRPO on theta, so a paper row's
 # config may change its MAML objective without invalidating the row's pretrained and oracle runs.
-MAML_OBJECTIVE_KEYS = ("num_inner_steps", "first_order", "meta_step_weights", "meta_pre_weight")
+MAML_OBJECTIVE_KEYS = ("num_inner_steps", "first_order", "meta_step_weights", "meta_pre_weight", "inner_objective")
 
 
 @dataclass
@@ -62,6 +62,9 @@ class TrainConfig:
     # the meta-objective's weight on the initialization itself, scored on the pre-update episodes it sampled, on
     # the scale of meta_step_weights (whose default is 1 on the last step); 0: the paper's objective
     meta_pre_weight: float = 0.0
+    # the inner loss as the second-order meta-gradient differentiates it: "vpg" (the paper's) or "lvc" (ProMP's
+    # low-variance curvature form: the same inner step, plus the pre-update sampling's term in the meta-gradient)
+    inner_objective: str = "vpg"
     gamma: float = 0.99
     gae_lambda: float = 1.0
     normalize_advantages: bool = True
@@ -103,6 +106,8 @@ class TrainConfig:
                 raise UserError(f"config key 'meta_step_weights' must be finite and >= 0 with the last > 0, got {weights}")
         if not (self.meta_pre_weight >= 0 and math.isfinite(self.meta_pre_weight)):
             raise UserError(f"config key 'meta_pre_weight' must be finite and >= 0, got {self.meta_pre_weight}")
+        if self.inner_objective not in INNER_OBJECTIVES:
+            raise UserError(f"config key 'inner_objective' must be one of {', '.join(INNER_OBJECTIVES)}, got {self.inner_objective!r}")
         if self.activation not in ("relu", "tanh"):
             raise UserError(f"config key 'activation' must be 'relu' or 'tanh', got {self.activation!r}")
         positive_ints = ("iterations", "meta_batch_size", "episodes_per_task", "num_inner_steps", "cg_iters",
@@ -171,6 +176,7 @@ def make_learner(config: TrainConfig, policy) -> MAMLTRPO:
         fisher_subsample=config.fisher_subsample,
         meta_step_weights=list(config.meta_step_weights) or None,
         meta_pre_weight=config.meta_pre_weight,
+        inner_objective=config.inner_objective,
     )
 
 

@@ -27,11 +27,12 @@ def _problem(kind: str, activation: str):
     return policy, params, obs, actions, weights
 
 
+@pytest.mark.parametrize("lvc", [False, True])
 @pytest.mark.parametrize("kind", ["gaussian", "categorical"])
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_inner_hessian_product_matches_the_explicit_hessian(kind, activation):
+def test_inner_hessian_product_matches_the_explicit_hessian(kind, activation, lvc):
     policy, params, obs, actions, weights = _problem(kind, activation)
-    product = InnerLossHessian(policy, params, obs, actions, weights)
+    product = InnerLossHessian(policy, params, obs, actions, weights, lvc=lvc)
     tangent = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
                for k, v in params.items()}
     got = product(tangent)
@@ -39,13 +40,29 @@ def test_inner_hessian_product_matches_the_explicit_hessian(kind, activation):
     for i in range(TASKS):
         like = {k: v[i] for k, v in params.items()}
 
+        fixed = policy.log_prob(like, obs[i], actions[i])  # LVC: the likelihood ratio's denominator, held at params
+
         def loss(flat):
-            p = unflatten(flat, like)
-            return -(weights[i] * policy.log_prob(p, obs[i], actions[i])).sum()
+            log_prob = policy.log_prob(unflatten(flat, like), obs[i], actions[i])
+            return -(weights[i] * (torch.exp(log_prob - fixed) if lvc else log_prob)).sum()
 
         hessian = torch.autograd.functional.hessian(loss, flatten(like))
         expected = hessian @ flatten({k: v[i] for k, v in tangent.items()})
         torch.testing.assert_close(flatten({k: v[i] for k, v in got.items()}), expected, rtol=1e-9, atol=1e-11)
+
+
+def test_lvc_adds_the_weighted_outer_product_of_the_scores():
+    # H_lvc - H_vpg = -sum_n w_n g_n g_n^T with g_n the score of sample n: checked on one task's explicit scores
+    policy, params, obs, actions, weights = _problem("gaussian", "tanh")
+    tangent = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+               for k, v in params.items()}
+    difference = flatten({k: v[0] for k, v in InnerLossHessian(policy, params, obs, actions, weights, lvc=True)(tangent).items()})
+    difference -= flatten({k: v[0] for k, v in InnerLossHessian(policy, params, obs, actions, weights)(tangent).items()})
+    like = {k: v[0] for k, v in params.items()}
+    scores = torch.autograd.functional.jacobian(lambda f: policy.log_prob(unflatten(f, like), obs[0], actions[0]), flatten(like))
+    expected = -scores.T @ (weights[0] * (scores @ flatten({k: v[0] for k, v in tangent.items()})))
+    torch.testing.assert_close(difference, expected, rtol=1e-9, atol=1e-11)
+    assert expected.abs().max() > 1e-2
 
 
 def test_tanh_network_curvature_is_included():
@@ -70,10 +87,12 @@ def test_every_activation_has_its_derivatives():
         torch.testing.assert_close(torch.zeros_like(z) if d2 is None else d2, auto_d2)
 
 
+@pytest.mark.parametrize("lvc", [False, True])
 @pytest.mark.parametrize("kind", ["gaussian", "categorical"])
-def test_gradient_and_loss_are_the_inner_loss_and_its_gradient(kind):
+def test_gradient_and_loss_are_the_inner_loss_and_its_gradient(kind, lvc):
+    # LVC changes only the curvature: the step and the reported loss are the VPG ones
     policy, params, obs, actions, weights = _problem(kind, "relu")
-    product = InnerLossHessian(policy, params, obs, actions, weights)
+    product = InnerLossHessian(policy, params, obs, actions, weights, lvc=lvc)
     for i in range(TASKS):
         p = {k: v[i].clone().requires_grad_(True) for k, v in params.items()}
         loss = -(weights[i] * policy.log_prob(p, obs[i], actions[i])).sum()

@@ -29,14 +29,14 @@ def _episodes(algo, seed, kind="gaussian", dtype=torch.float64):
 
 
 def _setup(kind="gaussian", first_order=False, dtype=torch.float64, inner_lr=0.5, meta_step_weights=None,
-           meta_pre_weight=0.0):
+           meta_pre_weight=0.0, inner_objective="vpg"):
     torch.manual_seed(0)
     if kind == "gaussian":
         policy = GaussianMLPPolicy(OBS, 2, hidden_sizes=(5,), activation="tanh", init_std=0.8)
     else:
         policy = CategoricalMLPPolicy(OBS, 3, hidden_sizes=(5,), activation="tanh")
     algo = MAMLTRPO(policy, inner_lr=inner_lr, first_order=first_order, gamma=0.9, gae_lambda=0.95,
-                    meta_step_weights=meta_step_weights, meta_pre_weight=meta_pre_weight)
+                    meta_step_weights=meta_step_weights, meta_pre_weight=meta_pre_weight, inner_objective=inner_objective)
     params = {k: v.to(dtype) for k, v in policy.init_params(torch.Generator().manual_seed(1)).items()}
     params = {k: v + 0.1 * torch.randn(v.shape, dtype=dtype) for k, v in params.items()}  # non-zero biases
     train = [_episodes(algo, 10, kind, dtype), _episodes(algo, 11, kind, dtype)]
@@ -108,6 +108,43 @@ def test_first_order_meta_gradient_is_the_gradient_at_the_adapted_params():
     torch.testing.assert_close(grad, expected)
 
 
+@pytest.mark.parametrize("num_steps", [1, 2])
+def test_lvc_meta_gradient_is_the_derivative_through_likelihood_ratio_inner_steps(num_steps):
+    # With inner_objective = "lvc" each inner step k descends -E[pi_x / pi_{x_k} A], the likelihood ratio
+    # against the policy x_k that sampled its episodes, held fixed. Written out here independently of the
+    # library's loss, that adaptation is a plain function of theta: the meta-gradient the update uses (the
+    # hand-written J^T) must be its derivative by central finite differences.
+    algo, params, train, valid = _setup(inner_objective="lvc")
+    train = train[:num_steps]
+    lrs = [0.5, 0.25][:num_steps]
+    with torch.no_grad():  # the sampling policies x_k at theta (task axis)
+        sampling = [{k: v.expand(TASKS, *v.shape) for k, v in params.items()}]
+        for episodes, lr in zip(train[:-1], lrs):
+            sampling.append(algo.inner_step(sampling[-1], episodes, lr, first_order=True))
+    old = _shifted(_old_dists(algo, params, train, valid))
+
+    def ratio_loss(p, q, obs, actions, adv, mask):
+        return -masked_mean(torch.exp(algo.policy.log_prob(p, obs, actions) - algo.policy.log_prob(q, obs, actions)) * adv, mask)
+
+    def surrogate(flat):
+        x = {k: v.expand(TASKS, *v.shape) for k, v in unflatten(flat, params).items()}
+        for episodes, lr, q in zip(train, lrs, sampling):
+            g = vmap(torch.func.grad(ratio_loss))(x, q, episodes.observations, episodes.actions, episodes.advantages, episodes.mask)
+            x = {k: x[k] - lr * g[k] for k in x}
+        return algo.surrogate_and_kl(vmap(algo.policy.dist_params)(x, valid.observations), old[-1], valid)[0]
+
+    flat = flatten(params)
+    eps = 1e-6
+    fd = torch.stack([(surrogate(flat + eps * e) - surrogate(flat - eps * e)) / (2 * eps) for e in torch.eye(flat.numel(), dtype=torch.float64)])
+    lin = algo.linearize(params, train, valid, lrs)
+    cotangent = torch.func.grad(lambda d: algo.surrogate_and_kl(d[-1], old[-1], valid)[0])(lin.dists)
+    torch.testing.assert_close(flatten(lin.vjp(cotangent)), fd, rtol=1e-6, atol=1e-8)
+    # the paper's (VPG) meta-gradient on the same data is a different quantity: the test tells them apart
+    algo.inner_objective = "vpg"
+    vpg = algo.linearize(params, train, valid, lrs)
+    assert (flatten(vpg.vjp(cotangent)) - fd).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("kind,first_order,num_steps,chunk,weights,pre", [
     ("gaussian", False, 1, 5, None, 0.0), ("gaussian", False, 2, 5, None, 0.0),
     ("gaussian", True, 1, 5, None, 0.0), ("gaussian", True, 2, 5, None, 0.0),
@@ -118,8 +155,10 @@ def test_first_order_meta_gradient_is_the_gradient_at_the_adapted_params():
     ("gaussian", False, 2, 2, [1.0, 3.0], 0.0), ("gaussian", True, 2, 5, [1.0, 1.0], 0.0), ("categorical", False, 2, 5, [2.0, 1.0], 0.0),
     ("gaussian", False, 1, 2, None, 0.5), ("gaussian", True, 2, 5, [0.0, 1.0], 1.0), ("categorical", False, 2, 5, [2.0, 1.0], 3.0),
 ])
-def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, chunk, weights, pre):
-    algo, params, train, valid = _setup(kind, first_order, meta_step_weights=weights, meta_pre_weight=pre)
+@pytest.mark.parametrize("inner_objective", ["vpg", "lvc"])  # LVC: autograd's reference goes through the detached ratio
+def test_fisher_vector_product_matches_kl_hessian(kind, first_order, num_steps, chunk, weights, pre, inner_objective):
+    algo, params, train, valid = _setup(kind, first_order, meta_step_weights=weights, meta_pre_weight=pre,
+                                        inner_objective=inner_objective)
     algo.chunk_samples = TASKS * T * chunk + TASKS  # a little over `chunk` episodes: rounds down
     assert len(algo.chunks(valid)) == -(-E // chunk)
     train = train[:num_steps]

@@ -121,6 +121,7 @@ def test_a_checkpoint_round_trips_with_an_ordinary_files_mode_and_no_temporary_f
     ("meta_step_weights=[1, 1]", "'meta_step_weights' needs one weight per inner step (1)"),
     ("meta_step_weights=[-1]", "'meta_step_weights' must be finite and >= 0 with the last > 0"),
     ("meta_pre_weight=-0.5", "'meta_pre_weight' must be finite and >= 0"),
+    ('inner_objective="dice"', "'inner_objective' must be one of vpg, lvc, got 'dice'"),
     ("meta_batch_size=2.5", "'meta_batch_size' expects an integer"),
     ("seed=-1", "config key 'seed' must be >= 0, got -1"),  # was a numpy traceback from the seed hashing
     ("env=\"metarl/Nope-v0\"", "unknown environment 'metarl/Nope-v0'"),
@@ -156,7 +157,8 @@ def test_evaluate_json_has_one_entry_per_step(tmp_path, capsys):
 
 def test_a_baseline_resumes_under_a_changed_maml_objective_and_a_maml_run_does_not(tmp_path):
     """A paper row may change its MAML objective without retraining its pretrained and oracle runs."""
-    objective = ["num_inner_steps=2", "meta_step_weights=[1, 1]", "meta_pre_weight=1.0", "first_order=true"]
+    objective = ["num_inner_steps=2", "meta_step_weights=[1, 1]", "meta_pre_weight=1.0", "first_order=true",
+                 'inner_objective="lvc"']
     straight = train(tiny(2, 'method="pretrained"'), tmp_path / "straight", progress=False)
     run = train(tiny(1, 'method="pretrained"'), tmp_path / "run", progress=False)
     train(tiny(2, 'method="pretrained"', *objective), run, resume=True, progress=False)
