@@ -336,7 +336,7 @@ class MAMLTRPO:
         return -masked_mean(torch.exp(log_prob - log_prob.detach()) * advantages, mask)
 
     def inner_hessian(self, params: Params, episodes: Episodes) -> InnerLossHessian:
-        """``w -> H_i w_i``: each task's :meth:`inner_loss` Hessian on its episodes at ``params`` (task axis)."""
+        """``w -> H_i w_i``: each task's :meth:`inner_objective_loss` Hessian on its episodes at ``params`` (task axis)."""
         obs, actions, advantages, mask = self._data(episodes)
         tasks = obs.shape[0]
         weights = advantages * mask / mask.sum((1, 2), keepdim=True).clamp_min(1.0)  # as in masked_mean
