@@ -59,8 +59,9 @@ class Episodes:
         """A copy with some fields replaced (the tensors are shared, not copied)."""
         return dataclasses.replace(self, **changes)
 
-    def select(self, tasks: slice = slice(None), episodes: slice = slice(None)) -> "Episodes":
-        """Some tasks and/or episodes of each task (contiguous copies), ``[tasks', T, E', ...]``."""
+    def select(self, tasks: slice | Tensor = slice(None), episodes: slice = slice(None)) -> "Episodes":
+        """Some tasks (a slice or a tensor of indices) and/or episodes of each task (contiguous copies),
+        ``[tasks', T, E', ...]``."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return Episodes(**{k: None if t is None else t[tasks, :, episodes].contiguous() for k, t in fields.items()})
 

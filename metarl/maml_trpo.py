@@ -345,7 +345,8 @@ class MAMLTRPO:
                                 lvc=self.inner_objective == "lvc")
 
     def inner_curvature(self, params: Params, episodes: Episodes) -> InnerCurvature:
-        """Gradient, loss and Hessian products of every task's :meth:`inner_loss` at ``params`` (task axis),
+        """Gradient and loss of every task's :meth:`inner_loss`, and the Hessian products of its
+        :meth:`inner_objective_loss` (the same but with ``inner_objective = "lvc"``), at ``params`` (task axis),
         group by group of episodes (see ``chunk_samples``)."""
         hessians, weights = [], []
         for chunk, weight in self.chunks(episodes):

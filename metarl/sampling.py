@@ -123,7 +123,7 @@ def sample_step_counted(env, policy, task_params: dict[str, Tensor], tasks: Sequ
         collected = (taken[:, None] + lengths.cumsum(1) - lengths) < batch_steps  # started below the count
         keep = collected.any(1).nonzero().squeeze(1)
         mask = batch.mask * collected[:, None, :].to(batch.mask.dtype)
-        kept.append((keep, Episodes(batch.observations[keep], batch.actions[keep], batch.rewards[keep], mask[keep])))
+        kept.append((keep, batch.replace(mask=mask).select(tasks=keep)))
         collected_per_task += collected.sum(1)
         taken = taken + lengths.sum(1)
         if bool((taken >= batch_steps).all()):
