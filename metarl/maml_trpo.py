@@ -248,8 +248,11 @@ class MAMLTRPO:
     ``kl_check_groups``: the line search evaluates a candidate step on this many groups of
     tasks in turn and stops as soon as the KL summed so far (over all tasks' count) exceeds
     ``max_kl``. KL terms are never negative, so that partial sum is a lower bound and the
-    candidate would be rejected anyway: the search accepts exactly the step it would accept
-    with one pass over all tasks, and far-too-long candidates cost a fraction of a pass.
+    candidate would be rejected anyway: with finite values the search accepts exactly the step it
+    would accept with one pass over all tasks, and far-too-long candidates cost a fraction of a
+    pass. One difference: a non-finite loss or KL in a group after the break goes unseen, so where
+    one pass would reject the whole update (``nan``) the grouped search goes on to shorter
+    candidates. The step it accepts was still evaluated, finite, on every group.
     """
 
     def __init__(

@@ -326,7 +326,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
 
     from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start)
+    # iteration i is logged at step i; a resume from iteration `start` redoes the ones after it, so TensorBoard
+    # drops their events (a crash can leave some past the checkpoint) and keeps `start`'s own
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1)
     metrics = open(run_dir / METRICS, "a")
     completed = start
     end = 0 if config.method == "random" else config.iterations  # a random initialization is not trained

@@ -53,6 +53,12 @@ def test_resumed_run_ends_with_the_same_parameters(tmp_path):
     assert any(not torch.equal(a[k], initial[k]) for k in a)
     rows = [json.loads(line) for line in (tmp_path / "resumed" / METRICS).read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    # TensorBoard holds the same rows: the checkpointed iteration's survives the resume, the redone ones once
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "resumed" / "tb")).Reload().Scalars("return_pre")
+    assert [e.step for e in events] == [1, 2, 3, 4]
+    assert [e.value for e in events] == pytest.approx([r["return_pre"] for r in rows])
     # the machine record says where each stretch of the run was trained
     machine = [json.loads(line) for line in (tmp_path / "resumed" / MACHINE).read_text().splitlines()]
     assert [m["from_iteration"] for m in machine] == [0, 2]
