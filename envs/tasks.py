@@ -80,7 +80,10 @@ def validate_task(task: Any, space: TaskSpace) -> dict[str, Any]:
     for key, kind in space.items():
         if key not in task:
             raise ValueError(f"task is missing key {key!r} (range {kind.describe()})")
-        clean[key] = kind.check(key, task[key])
+        value = task[key]
+        if isinstance(value, np.ndarray) and value.ndim == 0:  # a numpy scalar in array form is its number
+            value = value.item()
+        clean[key] = kind.check(key, value)
     return clean
 
 

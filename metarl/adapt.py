@@ -14,6 +14,7 @@ policy's mean actions headless to MP4 or GIF; ``--plot`` draws the episodes of e
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from metarl.compare import PLOT_SUFFIXES, check_suffix
 from metarl.errors import UserError
+from metarl.output_files import PLOT_SUFFIXES, VIDEO_SUFFIXES, check_output_file, writing
 from metarl.seeding import EVALUATE, derive_seed
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 # torch, the envs and the training modules are imported where they are used, so that building the
 # CLI's parser (which registers this command) stays fast
 
-VIDEO_SUFFIXES = (".mp4", ".gif")
 QUIT = ("quit", "exit", "q")
 
 
@@ -119,7 +119,7 @@ class Adapter:
         """The evaluation protocol's step sizes, or ``lr`` for every step."""
         if steps < 0:
             raise UserError(f"--steps must be >= 0, got {steps}")
-        if lr is not None and not lr > 0:
+        if lr is not None and not (lr > 0 and math.isfinite(lr)):
             raise UserError(f"--lr must be a positive number, got {lr}")
         if lr is not None:
             return [lr] * steps
@@ -185,7 +185,7 @@ class Adapter:
         import envs
 
         path = Path(path)
-        check_suffix(path, "--video", VIDEO_SUFFIXES)
+        check_output_file(path, "--video", VIDEO_SUFFIXES)
         env = envs.make(self.config.env, oracle=self.config.method == "oracle", render_mode="rgb_array")
         try:
             env.unwrapped.set_task(task)
@@ -201,11 +201,11 @@ class Adapter:
             fps = env.metadata["render_fps"]
         finally:
             env.close()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() == ".gif":
-            imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
-        else:
-            imageio.mimsave(path, frames, fps=fps)
+        with writing(path, "--video"):
+            if path.suffix.lower() == ".gif":
+                imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
+            else:
+                imageio.mimsave(path, frames, fps=fps)
         return path
 
     def plot(self, task: dict[str, Any], results: list[AdaptationStep], path: str | Path) -> Path:
@@ -214,7 +214,7 @@ class Adapter:
         from matplotlib.patches import Rectangle
 
         path = Path(path)
-        check_suffix(path, "--plot", PLOT_SUFFIXES)
+        check_output_file(path, "--plot", PLOT_SUFFIXES)
         figure = Figure(figsize=(3.2 * len(results), 3.4), layout="constrained")
         axes = figure.subplots(1, len(results), squeeze=False, sharey=True)[0]
         for ax, r in zip(axes, results):
@@ -241,8 +241,8 @@ class Adapter:
                 ax.set_xlabel("time step")
         axes[0].set_ylabel("y" if self.navigation else "forward velocity (m/s)")
         figure.suptitle(f"{self.config.env.removeprefix('metarl/')}: {format_task(task)}", fontsize=10)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110)
+        with writing(path, "--plot"):
+            figure.savefig(path, dpi=110)
         return path
 
     def show(self, task: dict[str, Any], lrs: list[float], out: TextIO, video: Path | None = None,
@@ -291,13 +291,17 @@ def interactive(adapter: Adapter, lrs: list[float], lines: TextIO, out: TextIO, 
         except UserError as exc:
             print(f"error: {exc}", file=out)
             continue
-        adapter.show(task, lrs, out, video, plot)
+        try:
+            adapter.show(task, lrs, out, video, plot)
+        except UserError as exc:  # a diverged adaptation, an output file that cannot be written: the prompt stays
+            print(f"error: {exc}", file=out)
+            continue
         done += 1
 
 
 def _run(args: argparse.Namespace) -> int:
-    check_suffix(args.video, "--video", VIDEO_SUFFIXES)
-    check_suffix(args.plot, "--plot", PLOT_SUFFIXES)
+    check_output_file(args.video, "--video", VIDEO_SUFFIXES)
+    check_output_file(args.plot, "--plot", PLOT_SUFFIXES)
     if (args.task is None) == (not args.interactive):
         raise UserError("give either --task KEY=VALUE or --interactive")
     adapter = Adapter(args.run_dir, episodes=args.episodes, seed=args.seed)

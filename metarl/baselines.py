@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from metarl.errors import UserError
+
 
 def baseline_features(observations: Tensor, mask: Tensor, obs_clip: float = math.inf) -> Tensor:
     """observations [tasks, T, E, obs_dim], mask [tasks, T, E] -> features [tasks, T, E, 2*obs_dim + 4] float64."""
@@ -68,7 +70,8 @@ class LinearFeatureBaseline:
             reg[todo] *= 10.0
         else:
             bad = todo.nonzero().squeeze(1).tolist()
-            raise ValueError(f"linear baseline fit failed for tasks {bad} (non-finite observations or returns?)")
+            raise UserError(f"linear baseline fit failed for tasks {bad}: their observations or returns are not finite "
+                            "(a diverged policy; is a step size too large?)")
         self.weights = weights.squeeze(-1)
         return self
 

@@ -66,6 +66,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):
         raise UserError(f"checkpoint {path} is corrupt or not a metarl checkpoint (not a torch zip archive)")
+    try:  # torch.load does not check the archive's CRCs: flipped bytes in a tensor would load as wrong weights
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise UserError(f"checkpoint {path} is corrupt ({type(exc).__name__})") from None
+    if damaged is not None:
+        raise UserError(f"checkpoint {path} is corrupt (checksum mismatch in {damaged})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
@@ -108,7 +115,10 @@ def exclusive_run(run_dir: str | Path) -> Iterator[None]:
     stopped training saves its last completed iteration and removes the lock file.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # it, or a folder above it, is a file
+        raise UserError(f"run directory {run_dir} is not a folder (a file of that name, or above it, exists)") from None
     handle = open(run_dir / LOCK, "w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

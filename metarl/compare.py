@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from metarl.errors import UserError
+from metarl.output_files import PLOT_SUFFIXES, check_output_file, writing
 from metarl.seeding import EVALUATE, VALIDATE, derive_seed
 
 # the --batch-steps option of `metarl evaluate` and `metarl compare`
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 # CLI's parser (which registers this command) stays fast
 
 LR_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # baseline step-size grid, as multiples of the config's inner_lr
-PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def run_names(run_dirs: Sequence[Path], methods: Sequence[str]) -> list[str]:
@@ -94,12 +94,12 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
 
     import envs
     from metarl.evaluation import adaptation_returns, check_protocol, check_seeds, per_task_entries, summarize
-    from metarl.training import load_run, step_sizes
+    from metarl.training import load_run, run_dir_of, step_sizes
 
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise UserError("compare needs at least one run directory")
-    repeated = [d for d, n in Counter(d.resolve() for d in run_dirs).items() if n > 1]
+    repeated = [d for d, n in Counter(run_dir_of(d).resolve() for d in run_dirs).items() if n > 1]
     if repeated:
         raise UserError(f"run directory given twice: {repeated[0]}")
     runs = [load_run(d) for d in run_dirs]
@@ -170,16 +170,10 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def check_suffix(path: Path | None, option: str, suffixes: tuple[str, ...]) -> None:
-    """Refuse an output file whose type we cannot write, before any work is done."""
-    if path is not None and path.suffix.lower() not in suffixes:
-        raise UserError(f"{option} {path}: the file name must end in {', '.join(suffixes)}")
-
-
 def plot_curves(result: dict[str, Any], path: str | Path) -> Path:
     """Mean return against gradient steps with 95% CI bands (the paper's Figure 5); oracle dashed."""
     path = Path(path)
-    check_suffix(path, "--plot", PLOT_SUFFIXES)
+    check_output_file(path, "--plot", PLOT_SUFFIXES)
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no display needed
 
     figure = Figure(figsize=(5, 3.6), layout="constrained")
@@ -196,13 +190,13 @@ def plot_curves(result: dict[str, Any], path: str | Path) -> Path:
     axes.set_ylabel("average return")
     axes.set_title(result["env"].removeprefix("metarl/"))
     axes.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    with writing(path, "--plot"):
+        figure.savefig(path, dpi=120)
     return path
 
 
 def _run(args: argparse.Namespace) -> int:
-    check_suffix(args.plot, "--plot", PLOT_SUFFIXES)  # fail before the long evaluation
+    check_output_file(args.plot, "--plot", PLOT_SUFFIXES)  # fail before the long evaluation
     result = compare_runs(args.run_dirs, num_tasks=args.tasks, steps=args.steps, episodes=args.episodes,
                           seed=args.seed, val_tasks=args.val_tasks, batch_steps=args.batch_steps,
                           log=lambda line: print(line, file=sys.stderr, flush=True))

@@ -119,9 +119,11 @@ def load_config(schema: type[C], path: str | Path | None = None, overrides: Iter
         if not path.is_file():
             raise UserError(f"config file not found: {path}")
         try:
-            values = tomllib.loads(path.read_text())
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"config file {path} is not valid TOML: not UTF-8 text (byte {exc.start})") from None
         nested = [k for k, v in values.items() if isinstance(v, dict)]
         if nested:
             raise UserError(f"config file {path}: tables are not supported, flatten [{nested[0]}]")

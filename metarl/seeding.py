@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 TRAIN, EVALUATE, VALIDATE = 0, 1, 2
+MAX_SEED = 2**64 - 1  # the largest seed torch.Generator.manual_seed takes (a run seed initializes the network)
 
 
 def derive_seed(stream: int, *keys: int) -> int:

@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from metarl.checkpoint import drop_log_rows_after, exclusive_run, load_checkpoint, save_checkpoint
-from metarl.config import check_resumable, config_to_dict, dump_toml, load_config
+from metarl.config import RESUME_MAY_CHANGE, check_resumable, config_to_dict, dump_toml, load_config
 from metarl.episodes import Episodes
 from metarl.errors import UserError
 from metarl.maml_trpo import INNER_OBJECTIVES, InnerCurvature, MAMLTRPO
@@ -30,7 +30,7 @@ from metarl import policies
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.provenance import record_machine
 from metarl.sampling import sample_episodes
-from metarl.seeding import TRAIN, derive_seed
+from metarl.seeding import MAX_SEED, TRAIN, derive_seed
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.toml"
@@ -111,13 +111,16 @@ class TrainConfig:
         if self.activation not in ("relu", "tanh"):
             raise UserError(f"config key 'activation' must be 'relu' or 'tanh', got {self.activation!r}")
         positive_ints = ("iterations", "meta_batch_size", "episodes_per_task", "num_inner_steps", "cg_iters",
-                         "ls_max_steps", "checkpoint_every", "num_threads", "eval_tasks", "eval_episodes")
+                         "ls_max_steps", "checkpoint_every", "num_threads", "eval_episodes")
         for key in positive_ints:
             if getattr(self, key) < 1:
                 raise UserError(f"config key {key!r} must be >= 1, got {getattr(self, key)}")
-        for key in ("eval_steps", "seed"):
-            if getattr(self, key) < 0:
-                raise UserError(f"config key {key!r} must be >= 0, got {getattr(self, key)}")
+        if self.eval_tasks < 2:  # a confidence interval needs two tasks; say so before training, not after
+            raise UserError(f"config key 'eval_tasks' must be >= 2, got {self.eval_tasks}")
+        if self.eval_steps < 0:
+            raise UserError(f"config key 'eval_steps' must be >= 0, got {self.eval_steps}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"config key 'seed' must be in [0, 2**64 - 1], got {self.seed}")
         positive_floats = ("inner_lr", "max_kl", "init_std", "later_lr_scale")
         for key in positive_floats:
             if not getattr(self, key) > 0 or not math.isfinite(getattr(self, key)):
@@ -129,8 +132,8 @@ class TrainConfig:
             raise UserError(f"config key 'fisher_subsample' must be in (0, 1], got {self.fisher_subsample}")
         if not self.baseline_obs_clip > 0:
             raise UserError(f"config key 'baseline_obs_clip' must be positive (inf: no clipping), got {self.baseline_obs_clip}")
-        if self.cg_damping < 0:
-            raise UserError(f"config key 'cg_damping' must be >= 0, got {self.cg_damping}")
+        if not (self.cg_damping >= 0 and math.isfinite(self.cg_damping)):
+            raise UserError(f"config key 'cg_damping' must be finite and >= 0, got {self.cg_damping}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise UserError(f"config key 'hidden_sizes' must be a non-empty list of positive sizes, got {list(self.hidden_sizes)}")
 
@@ -185,21 +188,36 @@ def broadcast(params: dict[str, Tensor], num_tasks: int) -> dict[str, Tensor]:
     return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
 
 
-def load_run(run_dir: str | Path, paper_row: bool = True) -> tuple[TrainConfig, dict[str, Any]]:
-    """The config and checkpoint state of a run directory.
-
-    With ``paper_row``, a directory of a paper row (``experiments/results/<row>/``, which holds one run
-    per method) stands for its MAML run, ``<row>/maml``.
-    """
+def run_dir_of(run_dir: str | Path, paper_row: bool = True) -> Path:
+    """``run_dir``, or with ``paper_row`` the MAML run a paper row's directory stands for
+    (``experiments/results/<row>/`` holds one run per method; ``<row>/maml``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory not found: {run_dir}")
     if paper_row and not (run_dir / CONFIG).exists() and (run_dir / "maml" / CONFIG).exists():
-        run_dir = run_dir / "maml"
+        return run_dir / "maml"
+    return run_dir
+
+
+def load_run(run_dir: str | Path, paper_row: bool = True) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config and checkpoint state of a run directory (a paper row's: see :func:`run_dir_of`).
+
+    ``config.toml`` must agree with the config the checkpoint was saved with (apart from the keys a
+    resume may change, and keys newer than the checkpoint): an edited file would otherwise rebuild a
+    different network or protocol around the saved parameters.
+    """
+    run_dir = run_dir_of(run_dir, paper_row)
     config = load_config(TrainConfig, run_dir / CONFIG)
     state = load_checkpoint(run_dir / CHECKPOINT)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {run_dir / CHECKPOINT} is not a {CHECKPOINT_FORMAT} checkpoint")
+    saved, ours = state.get("config"), config_to_dict(config)
+    if isinstance(saved, dict):
+        differing = [k for k in saved if k in ours and k not in RESUME_MAY_CHANGE and saved[k] != ours[k]]
+        if differing:
+            key = differing[0]
+            raise UserError(f"{run_dir / CONFIG} disagrees with its checkpoint on {key!r} ({ours[key]!r} vs "
+                            f"{saved[key]!r} saved); restore the file or train a new run")
     return config, state
 
 

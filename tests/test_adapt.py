@@ -58,6 +58,7 @@ def test_bad_task_is_a_one_line_error(run, tmp_path, capsys, task, message):
     (["--task", "goal=0,0", "--video", "out.avi"], "--video out.avi: the file name must end in .mp4, .gif"),
     ([], "give either --task KEY=VALUE or --interactive"),
     (["--task", "goal=0,0", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--task", "goal=0,0", "--lr", "inf"], "--lr must be a positive number, got inf"),  # was nan returns, rc 0
 ])
 def test_bad_options_are_one_line_errors(run, capsys, args, message):
     assert main(["adapt", str(run), *args]) == 2
@@ -116,6 +117,26 @@ def test_interactive_prompt_survives_bad_input(run, monkeypatch, capsys):
     # the two good goals were adapted to, the one after 'quit' was not
     assert "task goal=0.3,-0.2" in out and "task goal=0.1,0.1" in out and "goal=0.2,0.2:" not in out
     assert out.count("goal> ") == 7 and "goal> speed=1\nerror: unknown task key" in out  # piped input is echoed
+
+
+def test_interactive_prompt_survives_a_diverged_adaptation(run, monkeypatch, capsys):
+    # a step size of 1e30 sends the adapted policy to NaN: the baseline fit of the next step is a one-line error
+    monkeypatch.setattr("sys.stdin", io.StringIO("goal=0.1,0.1\ngoal=0.2,0.2\n"))
+    assert main(["adapt", str(run), "--interactive", "--steps", "2", "--episodes", "2", "--lr", "1e30"]) == 0
+    out = capsys.readouterr().out
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and all("linear baseline fit failed for tasks [0]" in e for e in errors)
+    assert out.count("goal> ") == 3
+
+
+def test_output_files_that_cannot_be_written_are_refused_before_adapting(run, tmp_path, capsys):
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "afile").write_text("")
+    for option, path, message in [("--plot", tmp_path / "folder.png", "a folder of that name exists; give a file name"),
+                                  ("--video", tmp_path / "afile" / "x.gif", f"{tmp_path / 'afile'} is a file, not a folder")]:
+        assert main(["adapt", str(run), "--task", "goal=0,0", *FAST, option, str(path)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.strip() == f"error: {option} {path}: {message}" and captured.out == ""
 
 
 def test_interactive_ends_at_end_of_input(run, monkeypatch, capsys):

@@ -145,6 +145,8 @@ def test_several_seeds_pool_draws_as_evaluate_does(runs, capsys):
     ("mismatch", "runs do not share an environment"),
     ("plot", "--plot"),
     ("twice", "run directory given twice"),
+    ("row", "run directory given twice"),  # a paper row's folder stands for its maml run
+    ("folder", "a folder of that name exists"),
     ("seed", "--seed lists a seed twice (1 1)"),
     ("negative", "--seed must be >= 0, got -2"),
 ])
@@ -153,8 +155,11 @@ def test_bad_arguments_are_one_line_errors(runs, tmp_path, capsys, case, message
             "mismatch": [str(runs["maml"]), str(runs["cheetah"])],
             "plot": [str(runs["maml"]), "--plot", str(tmp_path / "figure.jpg")],
             "twice": [str(runs["maml"]), str(runs["maml"])],
+            "row": [str(runs["maml"].parent), str(runs["maml"])],
+            "folder": [str(runs["maml"]), "--plot", str(tmp_path / "folder.png")],
             "seed": [str(runs["maml"]), "--seed", "1", "1"],
             "negative": [str(runs["maml"]), "--seed", "0", "-2"]}[case]
+    (tmp_path / "folder.png").mkdir()
     assert main(["compare", *args, "--tasks", "2", "--steps", "1", "--episodes", "1"]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip()

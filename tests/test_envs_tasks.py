@@ -46,6 +46,10 @@ def test_valid_tasks_come_back_as_plain_floats():
     clean = validate_task({"goal": np.array([0.5, -0.5]), "direction": np.int64(-1)}, space)
     assert clean == {"goal": (0.5, -0.5), "direction": -1.0}
     assert type(clean["goal"][0]) is float and type(clean["direction"]) is float
+    # numpy scalars in array form (what indexing a 0-d array gives) are their numbers
+    velocity = {"velocity": Interval(0.0, 2.0)}
+    assert validate_task({"velocity": np.array(1.5)}, velocity) == {"velocity": 1.5}
+    assert validate_task({"direction": np.array(1)}, {"direction": Choice((-1.0, 1.0))}) == {"direction": 1.0}
 
 
 def test_sampled_tasks_validate_and_depend_only_on_the_seed():

@@ -67,11 +67,17 @@ def test_cli_train_other_algorithms(tmp_path, extra, capsys):
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["tasks"] == 7
 
 
-def test_figure_is_written(maml_run, tmp_path):
+def test_figure_is_written(maml_run, tmp_path, capsys):
     out, _, _ = maml_run
     png = tmp_path / "fig" / "sinusoid.png"
     assert main(["supervised", "figure", str(out), str(out), "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a name it cannot write is refused before the runs are loaded, in one line
+    (tmp_path / "folder.png").mkdir()
+    for bad, message in [(tmp_path / "fig.txt", "the file name must end in .png, .pdf, .svg"),
+                         (tmp_path / "folder.png", "a folder of that name exists; give a file name")]:
+        assert main(["supervised", "figure", str(out), str(out), "--out", str(bad)]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"--out {bad}: {message}")
 
 
 @pytest.mark.parametrize(
@@ -82,8 +88,11 @@ def test_figure_is_written(maml_run, tmp_path):
         ("algorithm = 'sgd'\n", "error: config key 'algorithm' must be one of maml, reptile, pretrain, got 'sgd'"),
         ("ways = 1\n", "error: config key 'ways' must be at least 2, got 1"),
         ("task = 'omniglot'\n", "error: config key 'train_data' must list at least one folder or zip"),
-        ("inner_lr = -0.1\n", "error: config key 'inner_lr' must be positive, got -0.1"),
-        ("eval_seed = -3\n", "error: config key 'eval_seed' must be at least 0, got -3"),
+        ("inner_lr = -0.1\n", "error: config key 'inner_lr' must be a positive number, got -0.1"),
+        ("meta_lr = inf\n", "error: config key 'meta_lr' must be a positive number, got inf"),
+        ("augment_rotation = inf\n", "error: config key 'augment_rotation' must be a finite number >= 0, got inf"),
+        ("eval_seed = -3\n", "error: config key 'eval_seed' must be in [0, 2**64 - 1], got -3"),
+        ("seed = 18446744073709551616\n", "error: config key 'seed' must be in [0, 2**64 - 1], got 18446744073709551616"),
     ],
 )
 def test_bad_configs_are_one_line_errors(tmp_path, capsys, toml, message):

@@ -3,6 +3,8 @@
 import json
 import math
 import stat
+import struct
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -129,7 +131,10 @@ def test_a_checkpoint_round_trips_with_an_ordinary_files_mode_and_no_temporary_f
     ("meta_pre_weight=-0.5", "'meta_pre_weight' must be finite and >= 0"),
     ('inner_objective="dice"', "'inner_objective' must be one of vpg, lvc, got 'dice'"),
     ("meta_batch_size=2.5", "'meta_batch_size' expects an integer"),
-    ("seed=-1", "config key 'seed' must be >= 0, got -1"),  # was a numpy traceback from the seed hashing
+    ("seed=-1", "config key 'seed' must be in [0, 2**64 - 1], got -1"),  # was a numpy traceback from the seed hashing
+    ("seed=18446744073709551616", "config key 'seed' must be in [0, 2**64 - 1]"),  # was torch's overflow traceback
+    ("cg_damping=nan", "'cg_damping' must be finite and >= 0, got nan"),  # was a run whose every update was rejected
+    ("eval_tasks=1", "'eval_tasks' must be >= 2, got 1"),  # was an error only after training, from --evaluate
     ("env=\"metarl/Nope-v0\"", "unknown environment 'metarl/Nope-v0'"),
 ])
 def test_bad_config_values_are_one_line_errors(tmp_path, capsys, item, message):
@@ -139,6 +144,48 @@ def test_bad_config_values_are_one_line_errors(tmp_path, capsys, item, message):
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_config_file_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_bytes(b'env = "\xff"\n')
+    assert main(["train", str(config), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: config file {config} is not valid TOML: not UTF-8 text (byte 7)"
+
+
+def test_an_out_that_is_a_file_is_a_one_line_error_and_the_file_is_kept(tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        assert main(["train", str(Path(__file__).resolve().parents[1] / "experiments" / "navigation2d.toml"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: run directory {out}") and "is not a folder" in err and "\n" not in err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_checkpoint_with_flipped_bytes_is_corrupt_not_wrong_weights(tmp_path, capsys):
+    run = train(tiny(1), tmp_path / "run", progress=False)
+    with zipfile.ZipFile(run / CHECKPOINT) as archive:  # the largest tensor's record
+        record = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray((run / CHECKPOINT).read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[record.header_offset + 26:record.header_offset + 30])
+    start = record.header_offset + 30 + name_len + extra_len + record.file_size // 2  # inside its stored floats
+    data[start:start + 8] = bytes(b ^ 0xFF for b in data[start:start + 8])  # torch.load alone reads this fine
+    (run / CHECKPOINT).write_bytes(bytes(data))
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: checkpoint {run / CHECKPOINT} is corrupt") and "\n" not in err
+
+
+def test_an_edited_config_toml_that_no_longer_fits_its_checkpoint_is_named(tmp_path, capsys):
+    run = train(tiny(1), tmp_path / "run", progress=False)
+    text = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(text.replace("hidden_sizes = [8]", "hidden_sizes = [16]"))
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {run / 'config.toml'} disagrees with its checkpoint on "
+                                               "'hidden_sizes' ([16] vs [8] saved); restore the file or train a new run")
+    # the keys a resume may change are not a disagreement
+    (run / "config.toml").write_text(text.replace("iterations = 1", "iterations = 5"))
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--episodes", "1"]) == 0
 
 
 def test_a_negative_seed_reaching_the_seed_hashing_is_named():

@@ -55,5 +55,5 @@ def add_supervised_parser(sub: argparse._SubParsersAction) -> None:
     figure = commands.add_parser("figure", help="sinusoid figure: MAML beside the pretrained baseline")
     figure.add_argument("maml_run", help="run folder of a MAML sinusoid model")
     figure.add_argument("baseline_run", help="run folder of the pretrained sinusoid baseline")
-    figure.add_argument("--out", required=True, help="PNG file to write")
+    figure.add_argument("--out", required=True, help="image file to write (.png, .pdf, .svg)")
     figure.set_defaults(handler=_figure)

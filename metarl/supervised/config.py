@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from metarl.errors import UserError
+from metarl.seeding import MAX_SEED
 
 TASKS = ("sinusoid", "omniglot", "folders")
 ALGORITHMS = ("maml", "reptile", "pretrain")
@@ -77,26 +79,29 @@ class SupervisedConfig:
                      "filters", "threads", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"config key {name!r} must be at least 1, got {getattr(self, name)}")
-        for name in ("inner_steps", "eval_steps", "seed", "eval_seed"):
+        for name in ("inner_steps", "eval_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"config key {name!r} must be at least 0, got {getattr(self, name)}")
+        for name in ("seed", "eval_seed"):
+            if not 0 <= getattr(self, name) <= MAX_SEED:
+                raise UserError(f"config key {name!r} must be in [0, 2**64 - 1], got {getattr(self, name)}")
         if self.ways < 2:
             raise UserError(f"config key 'ways' must be at least 2, got {self.ways}")
         for name in ("meta_lr", "inner_lr"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"config key {name!r} must be positive, got {getattr(self, name)}")
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise UserError(f"config key {name!r} must be a positive number, got {getattr(self, name)}")
         if not 0 < self.meta_lr_decay <= 1:
             raise UserError(f"config key 'meta_lr_decay' must be in (0, 1], got {self.meta_lr_decay}")
         milestones = self.meta_lr_milestones
         if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in milestones) or milestones != sorted(set(milestones)):
             raise UserError(f"config key 'meta_lr_milestones' must list increasing positive iterations, got {milestones}")
         for name in ("augment_rotation", "augment_shift"):
-            if not getattr(self, name) >= 0:
-                raise UserError(f"config key {name!r} must be at least 0, got {getattr(self, name)}")
+            if not (getattr(self, name) >= 0 and math.isfinite(getattr(self, name))):
+                raise UserError(f"config key {name!r} must be a finite number >= 0, got {getattr(self, name)}")
         if not 0 <= self.augment_scale < 1:
             raise UserError(f"config key 'augment_scale' must be in [0, 1), got {self.augment_scale}")
-        if self.eval_inner_lr is not None and not self.eval_inner_lr > 0:
-            raise UserError(f"config key 'eval_inner_lr' must be positive, got {self.eval_inner_lr}")
+        if self.eval_inner_lr is not None and not (self.eval_inner_lr > 0 and math.isfinite(self.eval_inner_lr)):
+            raise UserError(f"config key 'eval_inner_lr' must be a positive number, got {self.eval_inner_lr}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise UserError(f"config key 'hidden_sizes' must be a non-empty list of positive sizes, got {self.hidden_sizes}")
         if self.task != "sinusoid":

@@ -15,6 +15,7 @@ from metarl.adaptation import Params
 from metarl.checkpoint import load_checkpoint
 from metarl.config import build_config
 from metarl.errors import UserError
+from metarl.output_files import PLOT_SUFFIXES, check_output_file, writing
 from metarl.seeding import VALIDATE, derive_seed
 from metarl.stats import mean_ci95
 from metarl.supervised.algorithms import adapt, adaptation_curve
@@ -143,6 +144,7 @@ def evaluate_from_cli(
 
 def figure_from_cli(maml_run: str, baseline_run: str, out: str) -> int:
     """``metarl supervised figure``: one held-out sinusoid, MAML beside the pretrained baseline (PNG)."""
+    check_output_file(out, "--out", PLOT_SUFFIXES)  # before loading the runs
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,9 +174,11 @@ def figure_from_cli(maml_run: str, baseline_run: str, out: str) -> int:
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
+    try:
+        with writing(out_path, "--out"):
+            fig.savefig(out_path, dpi=120)
+    finally:
+        plt.close(fig)
     print(f"wrote {out_path}")
     return 0
 
