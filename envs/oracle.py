@@ -27,7 +27,8 @@ class BatchedTaskObservation:
         self.keys = tuple(keys)
         self.task_dim = int(task_dim)
         self.observation_dim = env.observation_dim + self.task_dim
-        self._task_vectors = np.zeros((env.num_envs, self.task_dim))
+        # the wrapped env's current (default) tasks until set_tasks: observation and reward agree from the start
+        self._task_vectors = np.array([task_vector(t, self.keys) for t in env.get_tasks()], dtype=np.float64)
 
     def __getattr__(self, name: str) -> Any:  # everything else is the wrapped env's
         return getattr(self.env, name)

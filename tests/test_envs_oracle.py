@@ -32,3 +32,13 @@ def test_oracle_observation_is_env_observation_then_task(env_id, dim):
     assert obs.shape == (oracle.observation_dim,) and single.observation_space.contains(obs)
     np.testing.assert_allclose(obs[-dim:], expected_tasks[1])
     single.close()
+
+
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/AntDir-v0"])  # navigation defaults to goal 0
+def test_before_set_tasks_the_batched_oracle_shows_the_default_task_it_is_scored_on(env_id):
+    oracle, single = envs.make_batched(env_id, 2, oracle=True), envs.make(env_id, oracle=True)
+    default = envs.oracle.task_vector(single.unwrapped.get_task(), list(envs.sample_tasks(env_id, 1, seed=0)[0]))
+    assert np.any(default != 0)  # else a zero vector would pass
+    np.testing.assert_array_equal(oracle.reset(seed=0)[:, -default.size:], np.stack([default, default]))
+    oracle.close()
+    single.close()
