@@ -69,11 +69,13 @@ def test_first_order_gradient_is_query_gradient_at_adapted_params():
     assert not torch.allclose(grads["fc0.weight"], second["fc0.weight"], atol=1e-4)
 
 
-@pytest.mark.parametrize("first_order", [False, True])
-def test_vmap_and_loop_over_tasks_agree(first_order):
-    params, tasks = _sinusoid_setup()
-    a, la = maml_meta_gradient(mse_loss, params, tasks, 0.1, 1, first_order, vmap_tasks=True)
-    b, lb = maml_meta_gradient(mse_loss, params, tasks, 0.1, 1, first_order, vmap_tasks=False)
+# second order on the conv net is left out: torch's vmap gets it wrong through batch norm, and the config refuses it
+@pytest.mark.parametrize("setup, loss_fn, first_order", [(_sinusoid_setup, mse_loss, False), (_sinusoid_setup, mse_loss, True),
+                                                         (_image_setup, cross_entropy_loss, True)])
+def test_vmap_and_loop_over_tasks_agree(setup, loss_fn, first_order):
+    params, tasks = setup()
+    a, la = maml_meta_gradient(loss_fn, params, tasks, 0.1, 1, first_order, vmap_tasks=True)
+    b, lb = maml_meta_gradient(loss_fn, params, tasks, 0.1, 1, first_order, vmap_tasks=False)
     torch.testing.assert_close(la, lb)
     for k in params:
         torch.testing.assert_close(a[k], b[k])

@@ -92,6 +92,8 @@ def test_figure_is_written(maml_run, tmp_path, capsys):
         ("meta_lr = inf\n", "error: config key 'meta_lr' must be a positive number, got inf"),
         ("augment_rotation = inf\n", "error: config key 'augment_rotation' must be a finite number >= 0, got inf"),
         ("eval_seed = -3\n", "error: config key 'eval_seed' must be in [0, 2**64 - 1], got -3"),
+        ("task = 'folders'\ntrain_data = ['a']\ntest_data = ['b']\nvmap_tasks = true\n",
+         "error: config key 'vmap_tasks' must be false for second-order MAML on images: torch.func.vmap gives wrong"),
         ("seed = 18446744073709551616\n", "error: config key 'seed' must be in [0, 2**64 - 1], got 18446744073709551616"),
     ],
 )
@@ -201,6 +203,16 @@ def test_interrupt_saves_the_last_completed_iteration_and_resume_matches(tmp_pat
     resumed = train(config, tmp_path / "b", progress=False, resume=True)
     for k in straight:
         assert torch.equal(resumed[k], straight[k]), k
+
+
+def test_a_reptile_run_refuses_a_new_iteration_count_on_resume(tmp_path):
+    # its outer step decays linearly over `iterations`: a new count would re-scale the steps already taken
+    reptile = TINY[1:] + ["algorithm=\"reptile\"", "inner_steps=2"]
+    train(load_config(SupervisedConfig, None, reptile + ["iterations=2"]), tmp_path / "r", progress=False)
+    with pytest.raises(UserError, match=r"Reptile's outer step size decays linearly to 0 over 'iterations' \(2 in"):
+        train(load_config(SupervisedConfig, None, reptile + ["iterations=4"]), tmp_path / "r", progress=False, resume=True)
+    # the same count resumes
+    train(load_config(SupervisedConfig, None, reptile + ["iterations=2"]), tmp_path / "r", progress=False, resume=True)
 
 
 def test_meta_lr_decay_added_on_resume_matches_a_run_with_that_schedule(tmp_path):

@@ -223,6 +223,28 @@ def test_folder_per_class_reader(tmp_path):
     assert gray.images[1].shape == (3, 1, 8, 8)
 
 
+def test_a_class_name_in_two_folders_of_one_source_is_an_error_not_a_merge(tmp_path):
+    for group in ("x", "y"):  # x/c1 and y/c1 would have read as one class, the second's 0.png dropped
+        (tmp_path / "set" / group / "c1").mkdir(parents=True)
+        Image.new("L", (8, 8), 255).save(tmp_path / "set" / group / "c1" / "0.png")
+    with pytest.raises(UserError, match=r"class 'c1' is found in two folders of .*set \(x/c1 and y/c1\)"):
+        read_image_folders([tmp_path / "set"], image_size=8)
+    # given as two sources, the name is one class on purpose (the Omniglot subsets' Greek), read once
+    both = read_image_folders([tmp_path / "set" / "x", tmp_path / "set" / "y"], image_size=8)
+    assert both.names == ["c1"] and both.images[0].shape[0] == 1
+
+
+def test_16_bit_greys_are_scaled_not_clipped(tmp_path):
+    folder = tmp_path / "set" / "c1"
+    folder.mkdir(parents=True)
+    ramp = np.repeat(np.linspace(0, 65535, 16).astype(np.uint16)[None], 16, axis=0)  # left black, right white
+    Image.fromarray(ramp).save(folder / "0.png")
+    assert Image.open(folder / "0.png").mode == "I;16"
+    image = read_image_folders([tmp_path / "set"], image_size=16, grayscale=True).images[0][0, 0]
+    assert image[:, 0].max() < 0.01 and image[:, -1].min() > 0.99
+    assert 0.4 < image.mean() < 0.6  # clipping at 255 of 65535 had made it almost all white
+
+
 def test_task_sampler_shapes_labels_and_distinct_examples(omniglot):
     classes = read_omniglot([omniglot[0]], image_size=10)
     # make every image unique so repeats are detectable
@@ -258,6 +280,21 @@ def test_bad_data_paths_are_one_line_errors(tmp_path):
     (bad / "x.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="cannot read image .*x.png"):
         read_omniglot([tmp_path / "bad"])
+    # a zip whose deflated bytes are damaged (zlib's error, not a bad CRC)
+    good = tmp_path / "good" / "A" / "character01"
+    good.mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)).save(good / "x.png")
+    damaged = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(damaged, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(good / "x.png", "A/character01/x.png")
+    with zipfile.ZipFile(damaged) as archive:
+        info = archive.infolist()[0]
+    data = bytearray(damaged.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + 2:start + 40] = bytes(range(38))
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="cannot read .*damaged.zip:A/character01/x.png"):
+        read_omniglot([damaged])
 
 
 def _write_config(tmp_path, one_zip, two_zip, **extra):

@@ -64,8 +64,9 @@ class SupervisedConfig:
     augment_scale: float = 0.0  # zoom factor uniform in [1 - s, 1 + s]
     image_size: int = 28
     grayscale: bool = False
-    # batching over tasks: torch.func.vmap (pays for small MLPs) or a Python loop (faster for convs on CPU)
-    vmap_tasks: bool = True
+    # batching over tasks: torch.func.vmap (pays for small MLPs) or a Python loop (faster for convs on CPU);
+    # unset: vmap for sinusoid, the loop for images
+    vmap_tasks: bool | None = None
     threads: int = 1
     log_every: int = 100
     checkpoint_every: int = 1000
@@ -112,6 +113,13 @@ class SupervisedConfig:
             raise UserError("config keys 'mirrors' and 'augment_*' apply to image tasks only")
         if self.task != "omniglot" and (self.train_alphabets or self.test_alphabets):
             raise UserError("config keys 'train_alphabets' / 'test_alphabets' apply to task 'omniglot' only")
+        if self.vmap_tasks is None:
+            self.vmap_tasks = self.task == "sinusoid"
+        # torch 2.13's vmap gets the second derivatives through batch norm wrong (conv weights off by a few %
+        # against finite differences, where the loop matches them), so the conv net's meta-gradient needs the loop
+        if self.vmap_tasks and self.task != "sinusoid" and self.algorithm == "maml" and not self.first_order:
+            raise UserError("config key 'vmap_tasks' must be false for second-order MAML on images: torch.func.vmap "
+                            "gives wrong second derivatives through batch norm")
 
     def meta_lr_factor(self, iteration: int) -> float:
         """The step schedule's factor for ``iteration`` (1-based): ``meta_lr_decay`` per milestone before it."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -78,6 +79,8 @@ def _decode(data: bytes, where: str, image_size: int, grayscale: bool, invert: b
     """Bytes -> ``[C, image_size, image_size]`` float32 in [0, 1]."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.mode.startswith("I;16"):  # 16-bit grey: convert() would clip at 255, not scale
+                image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), "L")
             image = image.convert("L" if grayscale else "RGB").resize((image_size, image_size), Image.LANCZOS)
             array = np.asarray(image, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError) as exc:
@@ -101,17 +104,26 @@ def _read_classes(
     for source in sources:
         source = Path(source)
         found = 0
+        folder_of: dict[str, tuple[str, ...]] = {}  # class -> the folder it was read from, in this source
         for parts, read, where in _image_files(source):
             if len(parts) < depth + 1:
                 continue
             found += 1
             key, file = "/".join(parts[-depth - 1 : -1]), parts[-1]
-            # A file already read from an earlier source (Greek is in both Omniglot subsets) is kept once.
-            if not keep(parts[-depth - 1 : -1]) or file in images.get(key, {}):
+            if not keep(parts[-depth - 1 : -1]):
+                continue
+            # Two folders of one source with the same class name would merge two classes (and drop the
+            # files they share names with); across sources the same name is the same class, read once
+            # (Greek is in both Omniglot subsets).
+            if folder_of.setdefault(key, parts[:-1]) != parts[:-1]:
+                raise UserError(f"class {key!r} is found in two folders of {source} ({'/'.join(folder_of[key])} and "
+                                f"{'/'.join(parts[:-1])}); class names must be unique there (give the folders as "
+                                "separate sources to merge them)")
+            if file in images.get(key, {}):
                 continue
             try:
                 data = read()
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
                 raise UserError(f"cannot read {where} ({exc})") from None
             images.setdefault(key, {})[file] = _decode(data, where, image_size, grayscale, invert)
         if found == 0:

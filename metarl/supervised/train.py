@@ -56,6 +56,9 @@ def _resume_state(config: SupervisedConfig, out_dir: Path) -> dict:
     schedule = ("meta_lr_milestones", "meta_lr_decay")
     check_resumable(config, saved, also_may_change=schedule)
     done = int(state["iteration"])
+    if config.algorithm == "reptile" and config.iterations != saved.iterations:
+        raise UserError(f"--resume: Reptile's outer step size decays linearly to 0 over 'iterations' ({saved.iterations} "
+                        "in the saved run), so changing it changes the steps already trained; train a new run instead")
     # a schedule change is allowed where it changes nothing already trained (e.g. a decay added later)
     changed = next((i for i in range(1, done + 1) if config.meta_lr_factor(i) != saved.meta_lr_factor(i)), None)
     if changed is not None:
