@@ -12,7 +12,7 @@ the full metric H (the Hessian of the mean KL over every task):
   as a share of the full metric's (1 = as good as the full metric);
 - ``kl_ratio``: the KL the subsampled metric predicts for the step over the KL the full metric
   predicts (below 1: the step comes out too long and the line search has to shorten it);
-- ``cg_s``: seconds of the 10 conjugate-gradient iterations.
+- ``cg_s``: seconds of the conjugate-gradient iterations (the config's ``cg_iters``, 10 in the paper configs).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 Each method (maml, pretrained, oracle, random) is trained from ``experiments/ROW.toml`` with
 ``method=`` set, into ``runs/paper/ROW/<method>`` (``--out``); a run that already has a
 checkpoint is continued to the config's ``iterations`` (so rerunning after an interruption
-resumes). Then ``metarl compare`` evaluates every run on the same held-out tasks and the script
+resumes); one already past them is refused, not compared under the smaller count. Then ``metarl compare`` evaluates every run on the same held-out tasks and the script
 writes ``table.md`` (ours beside the paper's numbers, with training times and seeds),
 ``compare.json`` and ``figure5.png`` into the output directory.
 """
@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout, installe
 
 import envs  # noqa: E402
 from metarl.cli import keep_freed_memory  # noqa: E402
+from metarl.checkpoint import load_checkpoint  # noqa: E402
 from metarl.compare import compare_runs, plot_curves  # noqa: E402
 from metarl.config import load_config  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
@@ -76,11 +77,21 @@ def training_seconds(run_dir: Path) -> float:
     return sum(row["sampling_s"] + row["update_s"] for row in rows)
 
 
+def trained_iterations(run_dir: Path) -> int:
+    """The iteration a run's checkpoint holds; 0 when it has none."""
+    return int(load_checkpoint(run_dir / CHECKPOINT)["iteration"]) if (run_dir / CHECKPOINT).exists() else 0
+
+
 def train_methods(row: str, out: Path, methods: Sequence[str], overrides: Sequence[str],
                   progress: bool) -> dict[str, dict[str, Any]]:
     """Train (or continue) one run per method; returns each run's directory, config and wall seconds."""
     config_path = ROOT / "experiments" / f"{row}.toml"
     configs = {m: load_config(TrainConfig, config_path, [*overrides, f"method={m}"]) for m in methods}  # fail early
+    for method, config in configs.items():  # a run trained past the count asked for would be labelled with it
+        done = trained_iterations(out / method)
+        if config.method != "random" and done > config.iterations:
+            raise UserError(f"{out / method} already holds {done} iterations, more than the {config.iterations} asked "
+                            f"for; give another --out (or --set iterations={done} to compare it as it is)")
     runs = {}
     for method, config in configs.items():
         run_dir = out / method
@@ -134,7 +145,7 @@ def markdown(row: str, result: dict[str, Any], runs: dict[str, dict[str, Any]], 
               "|---|---|---|---|---|---|"]
     for method, run in runs.items():
         config = run["config"]
-        iterations = 0 if method == "random" else config.iterations
+        iterations = trained_iterations(run["run_dir"])
         lines.append(f"| {method} | `{run['run_dir']}` | {iterations} | {config.seed} | "
                      f"{training_seconds(run['run_dir']):.0f} | {run['wall_s']:.0f} |")
     lines += ["", f"Comparison: {compare_s:.0f} s. Training time sums each iteration's sampling and update "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the Omniglot runs given as arguments (names of experiments/omniglot_<name>.toml) one after
-# another, each evaluated at its config's ways, 1-shot and 5-shot, on 600 test tasks, at the config's
-# test step size and at the best of a grid on validation tasks. Run from the
+# another, each evaluated at its config's ways, 1-shot and 5-shot, after 3 and after 10 test steps, on
+# 600 test tasks, at the config's test step size and at the best of a grid on validation tasks (the
+# files the README's tables and the shipped runs hold). Run from the
 # repository root:
 #   bash experiments/supervised_omniglot.sh maml pretrain fomaml reptile    # 5-way
 #   bash experiments/supervised_omniglot.sh maml_20way pretrain_20way       # 20-way
@@ -17,11 +18,12 @@ for name in "$@"; do
     resume=()
     [[ -f "$run/checkpoint.pt" ]] && resume=(--resume)
     python -m metarl supervised train "experiments/omniglot_${name}.toml" --out "$run" "${resume[@]}"
-    python -m metarl supervised evaluate "$run"
-    python -m metarl supervised evaluate "$run" --shots 5
-    # the same two and 5 shots with 10 steps, each at the test step size that does best on 100
-    # validation tasks of the training characters
-    python -m metarl supervised evaluate "$run" --shots 1 --steps 3 --inner-lr "${grid[@]}"
-    python -m metarl supervised evaluate "$run" --shots 5 --steps 3 --inner-lr "${grid[@]}"
-    python -m metarl supervised evaluate "$run" --shots 5 --steps 10 --inner-lr "${grid[@]}"
+    for steps in 3 10; do
+        for shots in 1 5; do
+            # at the config's test step size, then at the one that does best on 100 validation tasks
+            # of the training characters
+            python -m metarl supervised evaluate "$run" --shots "$shots" --steps "$steps"
+            python -m metarl supervised evaluate "$run" --shots "$shots" --steps "$steps" --inner-lr "${grid[@]}"
+        done
+    done
 done

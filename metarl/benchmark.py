@@ -7,11 +7,16 @@
 - ``sampling_s`` / ``update_s``: a full meta-iteration of the config, split (the median over
   ``repeats`` consecutive iterations after a first, warm-up one: iterations differ in their data and
   in how many line-search steps they take, so the median is the typical one);
-- ``peak_rss_mb``: the process's peak resident memory.
+- ``peak_rss_mb``: the peak resident memory of the process and its physics workers (the rllab ant's)
+  up to the end of the meta-iterations, read before the gymnasium comparison, whose single envs are
+  no part of training.
 
 Rates are env-steps per second over whole episodes, best of ``repeats`` (other load on the
-machine only ever slows a run down, so the best is the least disturbed); physics and sampler
-episodes take turns on the same batched env, so a drift in the machine's speed hits both alike.
+machine only ever slows a run down, so the best is the least disturbed). Physics and sampler
+episodes take turns on the same batched env, repeat ``r`` of each from the states of ``reset(seed=r)``,
+so a drift in the machine's speed hits both alike; the gymnasium episodes (timed after the
+meta-iterations) reset their single envs with seed ``r`` too, which draws other states from the same
+distribution.
 """
 
 from __future__ import annotations
@@ -44,24 +49,27 @@ def config_path(name: str) -> Path:
     return path
 
 
-def _gym_sync_seconds(config: TrainConfig, policy, params, tasks) -> float:
-    """Seconds for one episode of every (task, episode) pair through gymnasium's SyncVectorEnv."""
+def _gym_sync_seconds(config: TrainConfig, policy, params, tasks, repeats: int) -> float:
+    """Best of ``repeats`` times for one episode of every (task, episode) pair through gymnasium's
+    SyncVectorEnv (built once, outside the timing)."""
     num_eps = config.episodes_per_task
     vector = gym.vector.SyncVectorEnv([lambda: gym.make(config.env) for _ in range(len(tasks) * num_eps)])
     for i, env in enumerate(vector.envs):
         env.unwrapped.set_task(tasks[i // num_eps])
     task_params = broadcast(params, len(tasks))
-    generator = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    obs, _ = vector.reset(seed=0)
-    with torch.no_grad():
-        for _ in range(vector.envs[0].spec.max_episode_steps):
-            obs_t = torch.as_tensor(obs, dtype=torch.float32).view(len(tasks), num_eps, -1)
-            actions = policy.act(task_params, obs_t, generator=generator)
-            obs, *_ = vector.step(actions.reshape(len(tasks) * num_eps, -1).numpy())
-    seconds = time.perf_counter() - start
+    seconds = []
+    for r in range(repeats):
+        generator = torch.Generator().manual_seed(r)
+        start = time.perf_counter()
+        obs, _ = vector.reset(seed=r)
+        with torch.no_grad():
+            for _ in range(vector.envs[0].spec.max_episode_steps):
+                obs_t = torch.as_tensor(obs, dtype=torch.float32).view(len(tasks), num_eps, -1)
+                actions = policy.act(task_params, obs_t, generator=generator)
+                obs, *_ = vector.step(actions.reshape(len(tasks) * num_eps, -1).numpy())
+        seconds.append(time.perf_counter() - start)
     vector.close()
-    return seconds
+    return min(seconds)
 
 
 def run_benchmark(config: TrainConfig, repeats: int = 3) -> dict[str, float]:
@@ -83,8 +91,8 @@ def run_benchmark(config: TrainConfig, repeats: int = 3) -> dict[str, float]:
         controls = np.clip(rng.normal(0.0, 1.0, size=(env.max_episode_steps, n, env.action_dim)),
                            env.action_low, env.action_high)
 
-        def physics_episode() -> None:
-            env.reset(seed=config.seed)
+        def physics_episode(seed: int) -> None:
+            env.reset(seed=seed)
             for t in range(env.max_episode_steps):
                 env.step_physics(controls[t])
     else:  # navigation: numpy only, the env's own step is its physics
@@ -95,21 +103,23 @@ def run_benchmark(config: TrainConfig, repeats: int = 3) -> dict[str, float]:
     for r in range(repeats):
         if physics_episode is not None:
             start = time.perf_counter()
-            physics_episode()
+            physics_episode(r)
             physics_s.append(time.perf_counter() - start)
         start = time.perf_counter()
         sample_episodes(env, policy, broadcast(params, num_tasks), tasks, num_eps, seed=r)
         sampler_s.append(time.perf_counter() - start)
     physics = steps / min(physics_s) if physics_s else env_rates["batched_step"]
-    gym_s = _gym_sync_seconds(config, policy, params, tasks)
 
     # the first iteration pays one-off costs (allocations, lazy initialisation): it is not counted
     rows = []
+    initial = params
     for it in range(1 + repeats):
         params, row = meta_iteration(config, env, policy, learner, params, it)
         rows.append(row)
     timed = rows[1:]
+    peak = peak_rss_mb()  # while the physics workers run, and before the gymnasium envs exist
     env.close()
+    gym_s = _gym_sync_seconds(config, policy, initial, tasks, repeats)  # the sampler's policy: the initial one
     return {
         "env": config.env,
         "num_envs": n,
@@ -118,7 +128,7 @@ def run_benchmark(config: TrainConfig, repeats: int = 3) -> dict[str, float]:
         "gym_sync_steps_per_s": steps / gym_s,
         "sampling_s": float(np.median([r["sampling_s"] for r in timed])),
         "update_s": float(np.median([r["update_s"] for r in timed])),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak,
     }
 
 

@@ -197,7 +197,18 @@ def test_paper_table_trains_compares_and_writes_the_markdown(tmp_path, capsys):
     assert pooled["seeds"] == [0, 1] and pooled["tasks"] == 4
     assert pooled["methods"]["maml"]["per_task"][:2] == ours["per_task"]
     assert "4 held-out tasks (evaluation seeds 0, 1: 2 draws of 2 pooled)" in (tmp_path / "row" / "table.md").read_text()
+    assert "| maml | `" in table and "` | 1 | 0 |" in table  # the iterations column is the checkpoint's
     capsys.readouterr()
+    # asked for fewer iterations than a run holds: refused, not compared under the smaller count
+    assert paper_table.main(args + ["--set=iterations=2", "--methods", "maml"]) == 0
+    two = (tmp_path / "row" / "table.md").read_text()
+    assert "| maml | `" in two and "` | 2 | 0 |" in two
+    capsys.readouterr()
+    assert paper_table.main(args) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'row' / 'maml'} already holds 2 iterations, more than "
+                                               "the 1 asked for; give another --out (or --set iterations=2 to compare "
+                                               "it as it is)")
+    assert (tmp_path / "row" / "table.md").read_text() == two
     assert paper_table.main(["navigation2d", "--out", str(tmp_path / "bad"), "--methods", "maml,reptile"]) == 2
     assert capsys.readouterr().err.strip() == "error: --methods: unknown method reptile (known: maml, pretrained, oracle, random)"
 
