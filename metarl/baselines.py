@@ -40,6 +40,8 @@ class LinearFeatureBaseline:
     def __init__(self, reg_coeff: float = 1e-5, obs_clip: float = math.inf):
         if not obs_clip > 0:
             raise ValueError(f"obs_clip must be positive, got {obs_clip}")
+        if not (reg_coeff > 0 and math.isfinite(reg_coeff)):  # a zero ridge term stays zero when raised tenfold
+            raise ValueError(f"reg_coeff must be a positive number, got {reg_coeff}")
         self.reg_coeff = float(reg_coeff)
         self.obs_clip = float(obs_clip)
         self.weights: Tensor | None = None  # [tasks, num_features] float64

@@ -6,6 +6,7 @@ import subprocess
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from metarl.adapt import Adapter, parse_task
@@ -177,3 +178,15 @@ def test_locomotion_readout_reads_the_torso_forward_velocity(tmp_path, env_id):
         assert "forward velocity m/s" in adapter.describe_readout(task)
     finally:
         adapter.close()
+
+
+def test_navigation_readout_is_each_episodes_distance_after_its_last_taken_step(run):
+    from metarl.episodes import Episodes
+
+    adapter = Adapter(run, episodes=2)
+    rewards = -torch.arange(1.0, 11.0).view(1, 5, 2)  # minus the distance after each step
+    mask = torch.ones(1, 5, 2)
+    mask[0, 3:, 0] = 0  # the first episode reached its goal at step 2 (index)
+    episodes = Episodes(torch.zeros(1, 5, 2, 2), torch.zeros(1, 5, 2, 2), rewards, mask)
+    assert adapter.readout(episodes) == pytest.approx((5.0 + 10.0) / 2)
+    adapter.close()

@@ -95,3 +95,8 @@ print(float(residual.abs().max() / (x.mT @ returns.reshape(4, -1, 1)).abs().max(
     assert result.returncode == 0, result.stderr
     assert "MKL ERROR" not in result.stdout + result.stderr
     assert float(result.stdout) < 1e-8
+
+
+def test_a_zero_ridge_term_is_refused_since_raising_it_tenfold_would_leave_it_zero():
+    with pytest.raises(ValueError, match="reg_coeff must be a positive number, got 0"):
+        LinearFeatureBaseline(reg_coeff=0)

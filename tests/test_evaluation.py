@@ -205,3 +205,28 @@ def test_mean_ci95_known_values_and_diverged_values_without_warnings():
         mean, ci = mean_ci95([1.0, math.inf, 2.0])
         assert mean == math.inf and math.isnan(ci)
         assert all(math.isnan(v) for v in mean_ci95([1.0, math.nan]))
+
+
+def test_each_adaptation_step_uses_its_own_rate_from_the_previous_steps_parameters():
+    """An independent rollout of the protocol: sample, step at lrs[k], sample ..., with the evaluation's
+    seeds; the step sizes differ, so a protocol that used the first for every step would not match."""
+    config = load_config(TrainConfig, None, [f'env="{ENV_ID}"', "hidden_sizes=[8]", "num_threads=1"])
+    env = make_env(config, 2, 3)
+    policy = make_policy(config, env)
+    learner = make_learner(config, policy)
+    params = policy.init_params(torch.Generator().manual_seed(4))
+    tasks = envs.sample_tasks(ENV_ID, 2, seed=5)
+    lrs = [0.5, 0.05]
+    got = [batch.mean_return() for batch, _ in adaptation_rollouts(env, policy, learner, params, tasks, lrs, 3, seed=7)]
+    task_params, expected = broadcast(params, 2), []
+    for k in range(3):
+        batch = sample_episodes(env, policy, task_params, tasks, 3, seed=derive_seed(EVALUATE, 7, k + 1))
+        expected.append(batch.mean_return())
+        if k < 2:
+            task_params = {n: v.detach() for n, v in learner.inner_step(task_params, learner.process(batch), lrs[k],
+                                                                        first_order=True).items()}
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    same_rate = [batch.mean_return() for batch, _ in adaptation_rollouts(env, policy, learner, params, tasks, [0.5, 0.5], 3, seed=7)]
+    assert not torch.allclose(same_rate[2], got[2])
+    env.close()

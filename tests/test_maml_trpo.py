@@ -6,7 +6,7 @@ import torch
 from torch.func import vmap
 
 from metarl.baselines import LinearFeatureBaseline
-from metarl.episodes import Episodes, discounted_returns, masked_mean
+from metarl.episodes import Episodes, discounted_returns, gae, masked_mean
 from metarl.maml_trpo import MAMLTRPO, subsample_tasks
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.trpo import flatten, unflatten
@@ -259,6 +259,57 @@ def test_step_improves_surrogate_within_kl_bound(first_order):
     assert all(not torch.equal(new[k], params[k]) for k in ("l0.weight", "log_std"))
 
 
+@pytest.mark.parametrize("fisher_subsample", [1.0, 0.5])
+def test_an_accepted_step_is_the_damped_kl_hessian_solution_scaled_to_max_kl(fisher_subsample):
+    """Against explicit linear algebra: the direction solves (H + damping I) x = g, H the Hessian of the mean
+    KL over the Fisher's tasks (all, or the first of two) and g the meta-gradient over all tasks; its length
+    puts 0.5 s^T (H + damping I) s at max_kl; the accepted step is that times ls_ratio^(tries - 1); the KL
+    reported is KL(old || new) in closed form. Two inner steps at their own rates, which the old policies,
+    the metric and the line search must all use."""
+    algo, params, train, valid = _setup(inner_lr=0.3)
+    lrs = [0.3, 0.1]
+    algo.cg_damping, algo.cg_iters, algo.fisher_subsample = 0.1, 200, fisher_subsample  # CG converges exactly
+    theta = flatten(params)
+    with torch.no_grad():
+        old = algo.stage_dists(params, train, valid, lrs, first_order=True)
+
+    def objective(flat, train, valid, old):
+        dists = algo.stage_dists(unflatten(flat, params), train, valid, lrs)
+        return algo.surrogate_and_kl_stages(dists, old, [valid], [1.0])
+
+    flat = theta.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(objective(flat, train, valid, old)[0], flat)
+    sub_train = [subsample_tasks(e, fisher_subsample) for e in train]
+    sub_valid = subsample_tasks(valid, fisher_subsample)
+    sub_old = [tuple(t[: sub_valid.num_tasks] for t in dist) for dist in old]
+    hessian = torch.autograd.functional.hessian(lambda f: objective(f, sub_train, sub_valid, sub_old)[1], theta)
+    damped = hessian + algo.cg_damping * torch.eye(len(theta), dtype=theta.dtype)
+    x = torch.linalg.solve(damped, g)
+    full = -x * torch.sqrt(algo.max_kl / (0.5 * x @ damped @ x))
+    new, info = algo.step(params, train, valid, lrs=lrs)
+    assert info["accepted"] == 1.0
+    assert info["step_norm"] == pytest.approx(full.norm().item(), rel=1e-6)
+    fraction = algo.ls_ratio ** (info["ls_steps"] - 1)
+    assert info["step_fraction"] == pytest.approx(fraction)
+    # CG stops at its residual tolerance, so agreement is to a small part of the step, not to rounding
+    assert (flatten(new) - theta - fraction * full).norm() < 1e-4 * full.norm(), ((flatten(new) - theta - fraction * full).norm(), full.norm())
+    (old_mean, old_log_std), (mean, log_std) = old[0], algo.stage_dists(new, train, valid, lrs)[0]
+    kl = torch.distributions.kl_divergence(torch.distributions.Normal(old_mean, old_log_std.exp()),
+                                           torch.distributions.Normal(mean, log_std.exp())).sum(-1)
+    expected_kl = ((kl * valid.mask).sum((1, 2)) / valid.mask.sum((1, 2))).mean()
+    assert info["kl"] == pytest.approx(expected_kl.item(), rel=1e-6)
+
+
+def test_a_search_that_accepts_no_candidate_leaves_the_parameters_unchanged():
+    algo, params, train, valid = _setup(dtype=torch.float64, inner_lr=2.0)
+    algo.max_kl, algo.ls_max_steps = 0.1, 1  # the quadratic KL model overshoots: the one candidate breaks the bound
+    new, info = algo.step(params, train, valid)
+    assert info["accepted"] == 0.0 and info["nan"] == 0.0 and info["ls_steps"] == 1.0
+    assert all(torch.equal(new[k], params[k]) for k in params)
+    algo.ls_max_steps = 15  # the same step with backtracking is accepted: the rejection above was the search's
+    assert algo.step(params, train, valid)[1]["accepted"] == 1.0
+
+
 def test_line_search_stops_a_candidate_early_once_its_kl_exceeds_the_bound(monkeypatch):
     """Checking the KL task group by task group accepts the same step as one pass over all tasks, and
     stops evaluating a candidate whose partial KL sum is already above max_kl."""
@@ -307,6 +358,12 @@ def test_process_fills_gae_against_the_per_task_baseline():
     returns = discounted_returns(raw.rewards, raw.mask, algo.gamma)
     values = LinearFeatureBaseline().fit(raw.observations, returns, raw.mask).predict(raw.observations, raw.mask)
     torch.testing.assert_close(done.returns, returns)
+    torch.testing.assert_close(done.advantages, gae(raw.rewards, values, raw.mask, 0.9, 0.95) * raw.mask)  # the algo's
+    clipped = MAMLTRPO(algo.policy, inner_lr=0.1, gamma=0.9, gae_lambda=0.95, normalize_advantages=False,
+                       baseline_obs_clip=0.5).process(raw)
+    clipped_values = LinearFeatureBaseline(obs_clip=0.5).fit(raw.observations, returns, raw.mask).predict(raw.observations, raw.mask)
+    torch.testing.assert_close(clipped.advantages, gae(raw.rewards, clipped_values, raw.mask, 0.9, 0.95) * raw.mask)
+    assert not torch.allclose(clipped.advantages, done.advantages)  # the clip reached the baseline
     algo.gae_lambda = 1.0  # then GAE is the return minus the baseline
     torch.testing.assert_close(algo.process(raw).advantages, (returns - values) * raw.mask)
     algo.normalize_advantages = True

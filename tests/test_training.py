@@ -329,3 +329,18 @@ def test_every_experiment_config_loads_and_validates(name):
     config = load_config(schema, path)  # unknown keys and bad values raise UserError here
     if schema is TrainConfig:
         assert config.env.startswith("metarl/")
+
+
+def test_the_training_seed_draws_the_iterations_tasks_and_rollouts():
+    from metarl.training import sample_meta_batch
+
+    rewards = {}
+    for seed in (0, 0, 1):
+        config = tiny(1, f"seed={seed}")
+        env, policy, learner = parts(config)
+        params = policy.init_params(torch.Generator().manual_seed(0))  # the same parameters: only the draws differ
+        batch = sample_meta_batch(config, env, policy, learner, params, 0)
+        rewards.setdefault(seed, []).append(batch.train_episodes[0].rewards)
+        env.close()
+    assert torch.equal(rewards[0][0], rewards[0][1])  # a seed replays
+    assert not torch.equal(rewards[0][0], rewards[1][0])
