@@ -27,14 +27,18 @@ def check_output_file(path: str | Path | None, option: str, suffixes: tuple[str,
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise UserError(f"{option} {path}: the file name must end in {', '.join(suffixes)}")
-    if path.is_dir():
-        raise UserError(f"{option} {path}: a folder of that name exists; give a file name")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"{option} {path}: {folder} is a file, not a folder")
-    if not os.access(path if path.exists() else folder, os.W_OK):
+    try:
+        if path.is_dir():
+            raise UserError(f"{option} {path}: a folder of that name exists; give a file name")
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise UserError(f"{option} {path}: {folder} is a file, not a folder")
+        writable = os.access(path if path.exists() else folder, os.W_OK)
+    except OSError as exc:  # a name the system refuses outright (too long, say)
+        raise UserError(f"{option} {path}: {exc.strerror or exc}") from None
+    if not writable:
         raise UserError(f"{option} {path}: no permission to write {'it' if path.exists() else f'in {folder}'}")
 
 

@@ -120,21 +120,35 @@ def test_interactive_prompt_survives_bad_input(run, monkeypatch, capsys):
     assert out.count("goal> ") == 7 and "goal> speed=1\nerror: unknown task key" in out  # piped input is echoed
 
 
-def test_interactive_prompt_survives_a_diverged_adaptation(run, monkeypatch, capsys):
-    # a step size of 1e30 sends the adapted policy to NaN: the baseline fit of the next step is a one-line error
-    monkeypatch.setattr("sys.stdin", io.StringIO("goal=0.1,0.1\ngoal=0.2,0.2\n"))
-    assert main(["adapt", str(run), "--interactive", "--steps", "2", "--episodes", "2", "--lr", "1e30"]) == 0
+def test_interactive_prompt_survives_an_error_after_the_adaptation(run, tmp_path, monkeypatch, capsys):
+    # the plot's folder is replaced by a file while the prompt waits, so the second goal's plot fails after
+    # its adaptation: a one-line error, and the prompt comes back for the third
+    plot = tmp_path / "plots" / "goal.png"
+    goals = iter(["goal=0.1,0.1\n", "goal=0.2,0.2\n", "goal=0.3,0.3\n"])
+
+    class Typed(io.StringIO):
+        def readline(self, *args):
+            line = next(goals, "")
+            if line.startswith("goal=0.2"):
+                plot.unlink()
+                plot.parent.rmdir()
+                plot.parent.write_text("in the way")
+            return line
+
+    monkeypatch.setattr("sys.stdin", Typed())
+    assert main(["adapt", str(run), "--interactive", *FAST, "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     errors = [line for line in out.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2 and all("linear baseline fit failed for tasks [0]" in e for e in errors)
-    assert out.count("goal> ") == 3
+    assert errors == [f"error: --plot {plot}: {plot.parent} is a file, not a folder"] * 2
+    assert all(f"task goal={g}" in out for g in ("0.1,0.1", "0.2,0.2", "0.3,0.3")) and out.count("goal> ") == 4
 
 
 def test_output_files_that_cannot_be_written_are_refused_before_adapting(run, tmp_path, capsys):
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "afile").write_text("")
     for option, path, message in [("--plot", tmp_path / "folder.png", "a folder of that name exists; give a file name"),
-                                  ("--video", tmp_path / "afile" / "x.gif", f"{tmp_path / 'afile'} is a file, not a folder")]:
+                                  ("--video", tmp_path / "afile" / "x.gif", f"{tmp_path / 'afile'} is a file, not a folder"),
+                                  ("--plot", tmp_path / ("x" * 300 + ".png"), "File name too long")]:
         assert main(["adapt", str(run), "--task", "goal=0,0", *FAST, option, str(path)]) == 2
         captured = capsys.readouterr()
         assert captured.err.strip() == f"error: {option} {path}: {message}" and captured.out == ""
