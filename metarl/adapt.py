@@ -249,6 +249,10 @@ class Adapter:
              plot: Path | None = None) -> list[AdaptationStep]:
         """Adapt to ``task``, print the steps, write the video and plot if asked."""
         results, params = self.adapt(task, lrs)
+        diverged = next((r.step for r in results if not math.isfinite(r.mean_return)), None)
+        if diverged is not None:  # e.g. a --lr far too large; a step after it would fail in the baseline fit
+            raise UserError(f"the adaptation diverged: the mean return after step {diverged} is not finite "
+                            "(is the step size too large?)")
         print(self.format_steps(task, results), file=out)
         if video is not None:
             print(f"video: {self.write_video(task, params, video)}", file=out)

@@ -204,3 +204,16 @@ def test_navigation_readout_is_each_episodes_distance_after_its_last_taken_step(
     episodes = Episodes(torch.zeros(1, 5, 2, 2), torch.zeros(1, 5, 2, 2), rewards, mask)
     assert adapter.readout(episodes) == pytest.approx((5.0 + 10.0) / 2)
     adapter.close()
+
+
+def test_a_diverged_adaptation_is_a_one_line_error_not_a_table_of_nan(run):
+    adapter = Adapter(run, episodes=2)
+    adapter.params = {k: v.clone() for k, v in adapter.params.items()}
+    adapter.params["l0.weight"].fill_(float("nan"))  # a policy whose actions, and so returns, are NaN
+    out = io.StringIO()
+    with pytest.raises(UserError, match=r"the adaptation diverged: the mean return after step 0 is not finite"):
+        adapter.show({"goal": (0.1, 0.1)}, [], out)  # the last step's returns: nothing after them would catch it
+    with pytest.raises(UserError, match=r"linear baseline fit failed for tasks \[0\]"):
+        adapter.show({"goal": (0.1, 0.1)}, [0.5], out)  # a step after them: its baseline fit is the one line
+    assert out.getvalue() == ""  # no table of nan printed before the message
+    adapter.close()

@@ -205,6 +205,16 @@ def test_interrupt_saves_the_last_completed_iteration_and_resume_matches(tmp_pat
         assert torch.equal(resumed[k], straight[k]), k
 
 
+def test_resuming_a_finished_run_changes_none_of_its_files(tmp_path, capsys):
+    config = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=2"])
+    trained = train(config, tmp_path / "r", progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    again = train(config, tmp_path / "r", progress=False, resume=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+    assert all(torch.equal(again[k], trained[k]) for k in trained)
+    assert "already trained to iteration 2; nothing to do" in capsys.readouterr().err
+
+
 def test_a_reptile_run_refuses_a_new_iteration_count_on_resume(tmp_path):
     # its outer step decays linearly over `iterations`: a new count would re-scale the steps already taken
     reptile = TINY[1:] + ["algorithm=\"reptile\"", "inner_steps=2"]
@@ -288,6 +298,14 @@ def test_several_test_step_sizes_are_chosen_on_validation_tasks(maml_run, tmp_pa
     assert json.loads((run / "evaluation_3steps_lrchosen.json").read_text())["inner_lr"] == 0.01
     assert main(["supervised", "evaluate", str(run), "--inner-lr", "0.02"]) == 0
     assert json.loads((run / "evaluation_lr0.02.json").read_text())["inner_lr"] == 0.02
+    # --json: stdout is the one object (the choice's line goes to stderr); a quick check on fewer tasks than
+    # the config's gets its own file instead of overwriting the full evaluation
+    capsys.readouterr()
+    assert main(["supervised", "evaluate", str(run), "--inner-lr", "0.001", "0.01", "--val-tasks", "5", "--tasks", "7",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["tasks"] == 7 and "chosen on 5 validation tasks" in captured.err
+    assert json.loads((run / "evaluation_7tasks_lrchosen.json").read_text())["tasks"] == 7
     assert main(["supervised", "evaluate", str(run), "--inner-lr", "0.02", "-1"]) == 2
     assert capsys.readouterr().err == "error: test step sizes must be positive, got [0.02, -1.0]\n"
     for option, value, least in (("--tasks", "0", 1), ("--shots", "0", 1), ("--steps", "-1", 0), ("--val-tasks", "0", 1)):

@@ -35,7 +35,8 @@ def add_supervised_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, help="override the config's seed")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its checkpoint (only 'iterations' and 'threads' may change)")
+                       help="continue the run in --out from its checkpoint (only 'iterations' and 'threads' may change, "
+                            "and meta_lr milestones may be added from the saved iteration on)")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained run on held-out tasks")

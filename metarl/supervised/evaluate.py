@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -112,7 +113,8 @@ def evaluate_from_cli(
     inner_lrs: Sequence[float] | None = None, val_tasks: int = 100,
 ) -> int:
     """``metarl supervised evaluate``: print the result, write it to
-    ``evaluation[_<K>shot][_<S>steps][_lr<LR> | _lrchosen].json``."""
+    ``evaluation[_<K>shot][_<S>steps][_<N>tasks][_lr<LR> | _lrchosen].json`` (a part only where it differs
+    from the config, so a quick check on a few tasks never overwrites the full evaluation)."""
     config, state = load_run(run_dir)
     result = evaluate(config, state["params"], tasks, shots, steps, inner_lrs, val_tasks)
     result["train_iterations"] = state.get("iteration")
@@ -122,6 +124,8 @@ def evaluate_from_cli(
         name += f"_{shots}shot"
     if result["steps"] != config.eval_steps:
         name += f"_{steps}steps"
+    if result["tasks"] != config.eval_tasks:
+        name += f"_{result['tasks']}tasks"
     if inner_lrs is not None:
         name += "_lrchosen" if "validation" in result else f"_lr{result['inner_lr']:g}"
     (Path(run_dir) / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -138,7 +142,7 @@ def evaluate_from_cli(
     if "validation" in result:
         scores = ", ".join(f"{lr}: {v:.4g}" for lr, v in result["validation"]["scores"].items())
         print(f"test step size {result['inner_lr']:g}, chosen on {result['validation']['tasks']} validation tasks "
-              f"({scores})")
+              f"({scores})", file=sys.stderr if as_json else sys.stdout)  # --json: stdout holds the one object
     return 0
 
 

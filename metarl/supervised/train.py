@@ -90,6 +90,10 @@ def _train(config: SupervisedConfig, problem, out_dir: Path, progress: bool, res
     generator = torch.Generator().manual_seed(config.seed)
     params = problem.init_params(generator)
     state = _resume_state(config, out_dir) if resume else None
+    if state is not None and int(state["iteration"]) >= config.iterations:
+        # a finished run is left exactly as it is (a re-run of an experiment script only re-evaluates it)
+        print(f"{out_dir}: already trained to iteration {int(state['iteration'])}; nothing to do", file=sys.stderr)
+        return {k: v.clone() for k, v in state["params"].items()}
     if state is None and (out_dir / CHECKPOINT).exists():
         raise UserError(f"run folder {out_dir} already holds a checkpoint; pass --resume or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
