@@ -166,14 +166,20 @@ def dump_toml(values: dict[str, Any]) -> str:
 RESUME_MAY_CHANGE = ("iterations", "num_threads", "threads")
 
 
+def first_difference(ours: dict[str, Any], saved: dict[str, Any], also_may_change: tuple[str, ...] = ()) -> str | None:
+    """The first key of both config dicts (other than those in ``RESUME_MAY_CHANGE`` and
+    ``also_may_change``) whose values differ; None when they agree. A key only one side has (a key
+    newer than a saved checkpoint) is no difference."""
+    exempt = RESUME_MAY_CHANGE + tuple(also_may_change)
+    return next((k for k in ours if k in saved and k not in exempt and ours[k] != saved[k]), None)
+
+
 def check_resumable(config: Any, saved: Any, also_may_change: tuple[str, ...] = ()) -> None:
     """A UserError naming the first key (other than those in ``RESUME_MAY_CHANGE`` and
     ``also_may_change``, which the caller checks itself) where ``config`` differs from the run's
     ``saved`` config: a resumed run must continue the same experiment."""
     ours, theirs = config_to_dict(config), config_to_dict(saved)
-    exempt = RESUME_MAY_CHANGE + tuple(also_may_change)
-    differing = [k for k in ours if k not in exempt and ours[k] != theirs.get(k)]
-    if differing:
-        key = differing[0]
+    key = first_difference(ours, theirs, also_may_change)
+    if key is not None:
         raise UserError(f"--resume: config key {key!r} differs from the run's saved config "
-                        f"({ours[key]!r} vs {theirs.get(key)!r}); only the iteration and thread counts may change")
+                        f"({ours[key]!r} vs {theirs[key]!r}); only the iteration and thread counts may change")

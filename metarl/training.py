@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from metarl.checkpoint import drop_log_rows_after, exclusive_run, load_checkpoint, save_checkpoint
-from metarl.config import RESUME_MAY_CHANGE, check_resumable, config_to_dict, dump_toml, load_config
+from metarl.config import check_resumable, config_to_dict, dump_toml, first_difference, load_config
 from metarl.episodes import Episodes
 from metarl.errors import UserError
 from metarl.maml_trpo import INNER_OBJECTIVES, InnerCurvature, MAMLTRPO
@@ -212,12 +212,10 @@ def load_run(run_dir: str | Path, paper_row: bool = True) -> tuple[TrainConfig, 
     if state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"checkpoint {run_dir / CHECKPOINT} is not a {CHECKPOINT_FORMAT} checkpoint")
     saved, ours = state.get("config"), config_to_dict(config)
-    if isinstance(saved, dict):
-        differing = [k for k in saved if k in ours and k not in RESUME_MAY_CHANGE and saved[k] != ours[k]]
-        if differing:
-            key = differing[0]
-            raise UserError(f"{run_dir / CONFIG} disagrees with its checkpoint on {key!r} ({ours[key]!r} vs "
-                            f"{saved[key]!r} saved); restore the file or train a new run")
+    key = first_difference(ours, saved) if isinstance(saved, dict) else None
+    if key is not None:
+        raise UserError(f"{run_dir / CONFIG} disagrees with its checkpoint on {key!r} ({ours[key]!r} vs "
+                        f"{saved[key]!r} saved); restore the file or train a new run")
     return config, state
 
 

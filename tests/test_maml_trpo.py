@@ -53,11 +53,12 @@ def _weights(algo, train):
     return algo.scored_stages(len(train))[1]
 
 
-def _meta_objective(algo, train, valid, old_dists, first_order=None):
-    """theta_flat -> (surrogate, kl) of the policies adapted from theta on ``train``, over the scored stages."""
+def _meta_objective(algo, train, valid, old_dists, first_order=None, lrs=None):
+    """theta_flat -> (surrogate, kl) of the policies adapted from theta on ``train`` (at ``lrs``, default
+    ``inner_lr``), over the scored stages."""
 
     def objective(flat, like):
-        dists = algo.stage_dists(unflatten(flat, like), train, valid, first_order=first_order)
+        dists = algo.stage_dists(unflatten(flat, like), train, valid, lrs, first_order=first_order)
         return algo.surrogate_and_kl_stages(dists, old_dists, _scored(algo, train, valid), _weights(algo, train))
 
     return objective
@@ -273,16 +274,13 @@ def test_an_accepted_step_is_the_damped_kl_hessian_solution_scaled_to_max_kl(fis
     with torch.no_grad():
         old = algo.stage_dists(params, train, valid, lrs, first_order=True)
 
-    def objective(flat, train, valid, old):
-        dists = algo.stage_dists(unflatten(flat, params), train, valid, lrs)
-        return algo.surrogate_and_kl_stages(dists, old, [valid], [1.0])
-
     flat = theta.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(objective(flat, train, valid, old)[0], flat)
+    (g,) = torch.autograd.grad(_meta_objective(algo, train, valid, old, lrs=lrs)(flat, params)[0], flat)
     sub_train = [subsample_tasks(e, fisher_subsample) for e in train]
     sub_valid = subsample_tasks(valid, fisher_subsample)
     sub_old = [tuple(t[: sub_valid.num_tasks] for t in dist) for dist in old]
-    hessian = torch.autograd.functional.hessian(lambda f: objective(f, sub_train, sub_valid, sub_old)[1], theta)
+    kl_of = _meta_objective(algo, sub_train, sub_valid, sub_old, lrs=lrs)
+    hessian = torch.autograd.functional.hessian(lambda f: kl_of(f, params)[1], theta)
     damped = hessian + algo.cg_damping * torch.eye(len(theta), dtype=theta.dtype)
     x = torch.linalg.solve(damped, g)
     full = -x * torch.sqrt(algo.max_kl / (0.5 * x @ damped @ x))
