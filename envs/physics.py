@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -39,12 +40,19 @@ CONTROL = mujoco.mjtState.mjSTATE_CTRL.value
 _log = logging.getLogger("envs.mujoco")
 
 
+_warned_kinds: set[str] = set()  # each kind of MuJoCo warning (its text without numbers) logged so far
+
+
 def _log_mujoco_warning(message: str) -> None:
-    _log.warning("MuJoCo: %s", message)
+    # a diverged policy makes every env warn at every step (4,000 lines for one adaptation): one per kind
+    kind = re.sub(r"\d+(\.\d*)?", "#", message)
+    if kind not in _warned_kinds:
+        _warned_kinds.add(kind)
+        _log.warning("MuJoCo: %s (further warnings of this kind are not shown)", message)
 
 
 def route_mujoco_warnings() -> None:
-    """Send MuJoCo's warnings to the ``envs.mujoco`` logger.
+    """Send MuJoCo's warnings to the ``envs.mujoco`` logger, the first of each kind only.
 
     Without a user handler MuJoCo appends them to ``MUJOCO_LOG.TXT`` in the
     current directory; a handler someone else installed is left in place.

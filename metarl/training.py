@@ -12,6 +12,7 @@ import json
 import math
 import os
 import resource
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -294,6 +295,10 @@ def peak_rss_mb() -> float:
     return kib / 1024
 
 
+def _last_iteration(config: TrainConfig) -> int:
+    return 0 if config.method == "random" else config.iterations  # a random initialization is not trained
+
+
 def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Run (or continue) MAML-TRPO meta-training; returns the run directory.
 
@@ -316,6 +321,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
         unread = MAML_OBJECTIVE_KEYS if config.method != "maml" else ()
         check_resumable(config, saved, also_may_change=unread)
         config = replace(config, **{k: getattr(saved, k) for k in unread})  # the run records what it was trained with
+        if int(state["iteration"]) >= _last_iteration(config):
+            # a finished run is left exactly as it is (a re-run of an experiment script only re-evaluates it)
+            print(f"{run_dir}: already trained to iteration {int(state['iteration'])}; nothing to do", file=sys.stderr)
+            return run_dir
     elif (run_dir / CHECKPOINT).exists():
         raise UserError(f"run directory {run_dir} already holds a checkpoint; pass --resume or choose another --out")
 
@@ -347,7 +356,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1)
     metrics = open(run_dir / METRICS, "a")
     completed = start
-    end = 0 if config.method == "random" else config.iterations  # a random initialization is not trained
+    end = _last_iteration(config)
     bar = tqdm(range(start, end), initial=start, total=end, disable=not progress,
                desc="meta-train", unit="it", dynamic_ncols=True)
     try:
@@ -375,6 +384,6 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
         writer.close()
         bar.close()
         env.close()
-    if completed == start:  # nothing to do (already at config.iterations): keep the checkpoint current
+    if completed == start:  # a new run with nothing to train (a random initialization): its checkpoint
         save(completed)
     return run_dir

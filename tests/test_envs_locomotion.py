@@ -13,6 +13,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
+from envs import physics
 from envs.center_of_mass import PlanarCenterOfMass
 from envs.locomotion import ANT, locomotion_reward
 
@@ -252,10 +253,21 @@ def test_unstable_simulation_warns_through_logging_not_a_file(tmp_path, monkeypa
     env = gym.make("metarl/AntVel-v0").unwrapped
     env.reset(seed=0)
     qpos, qvel = env.get_state()
+    monkeypatch.setattr(physics, "_warned_kinds", set())  # another test may have logged this kind already
     with caplog.at_level("WARNING", logger="envs.mujoco"):
-        env.set_state(qpos, np.full_like(qvel, 1e12))
-        env.step(np.zeros(8))
-    assert any("unstable" in r.getMessage() for r in caplog.records)
+        for _ in range(3):  # the same instability three times: one line
+            env.set_state(qpos, np.full_like(qvel, 1e12))
+            env.step(np.zeros(8))
+    assert len(caplog.records) == 1 and "unstable" in caplog.records[0].getMessage()
+    assert "further warnings of this kind are not shown" in caplog.records[0].getMessage()
+    # a diverged policy's NaN actions in the batched envs: every env at every step warns, one line is logged
+    batched = envs.make_batched("metarl/HalfCheetahVel-v0", 4)
+    batched.reset(seed=0)
+    with caplog.at_level("WARNING", logger="envs.mujoco"):
+        for _ in range(3):
+            batched.step(np.full((4, batched.action_dim), np.nan))
+    assert [r.getMessage().split(" at ")[0] for r in caplog.records[1:]] == ["MuJoCo: Nan, Inf or huge value in CTRL"]
+    batched.close()
     assert np.all(np.isfinite(env.data.qpos))  # MuJoCo reset the diverged simulation
     assert list(tmp_path.iterdir()) == []
     assert mujoco.get_mju_user_warning() is not None

@@ -208,6 +208,19 @@ def test_evaluate_json_has_one_entry_per_step(tmp_path, capsys):
     assert again["returns"] == result["returns"]
 
 
+def test_resuming_a_finished_run_changes_none_of_its_files(tmp_path, capsys):
+    run = train(tiny(2), tmp_path / "r", progress=False)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    train(tiny(2, "num_threads=2"), run, resume=True, progress=False)  # a thread count may change on resume
+    train(tiny(1), run, resume=True, progress=False)  # fewer iterations than trained: nothing to undo either
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert capsys.readouterr().err.count("already trained to iteration 2; nothing to do") == 2
+    random_run = train(tiny(3, 'method="random"'), tmp_path / "random", progress=False)
+    before = {p.relative_to(random_run): p.read_bytes() for p in random_run.rglob("*") if p.is_file()}
+    train(tiny(3, 'method="random"'), random_run, resume=True, progress=False)
+    assert {p.relative_to(random_run): p.read_bytes() for p in random_run.rglob("*") if p.is_file()} == before
+
+
 def test_a_baseline_resumes_under_a_changed_maml_objective_and_a_maml_run_does_not(tmp_path):
     """A paper row may change its MAML objective without retraining its pretrained and oracle runs."""
     objective = ["num_inner_steps=2", "meta_step_weights=[1, 1]", "meta_pre_weight=1.0", "first_order=true",
