@@ -117,9 +117,11 @@ def exclusive_run(run_dir: str | Path) -> Iterator[None]:
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK, "w")
     except (FileExistsError, NotADirectoryError):  # it, or a folder above it, is a file
         raise UserError(f"run directory {run_dir} is not a folder (a file of that name, or above it, exists)") from None
-    handle = open(run_dir / LOCK, "w")
+    except OSError as exc:  # no permission, a read-only or virtual file system, a name too long
+        raise UserError(f"run directory {run_dir} cannot be written ({exc.strerror or exc})") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

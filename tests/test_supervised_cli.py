@@ -307,7 +307,9 @@ def test_several_test_step_sizes_are_chosen_on_validation_tasks(maml_run, tmp_pa
     assert json.loads(captured.out)["tasks"] == 7 and "chosen on 5 validation tasks" in captured.err
     assert json.loads((run / "evaluation_7tasks_lrchosen.json").read_text())["tasks"] == 7
     assert main(["supervised", "evaluate", str(run), "--inner-lr", "0.02", "-1"]) == 2
-    assert capsys.readouterr().err == "error: test step sizes must be positive, got [0.02, -1.0]\n"
+    assert capsys.readouterr().err == "error: test step sizes must be positive numbers, got [0.02, -1.0]\n"
+    assert main(["supervised", "evaluate", str(run), "--inner-lr", "0.02", "nan"]) == 2
+    assert capsys.readouterr().err == "error: test step sizes must be positive numbers, got [0.02, nan]\n"
     for option, value, least in (("--tasks", "0", 1), ("--shots", "0", 1), ("--steps", "-1", 0), ("--val-tasks", "0", 1)):
         assert main(["supervised", "evaluate", str(run), option, value]) == 2  # the option it names, not a list of all
         assert capsys.readouterr().err == f"error: {option} must be >= {least}, got {value}\n"

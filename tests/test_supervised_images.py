@@ -175,7 +175,7 @@ def test_augmentation_changes_training_draws_only(omniglot):
 def test_validation_tasks_use_the_training_classes_as_read(omniglot):
     one_zip, two_zip, _ = omniglot
     config = SupervisedConfig(task="omniglot", train_data=[str(one_zip)], test_data=[str(two_zip)],
-                              test_alphabets=["Tagalog", "Sanskrit"], image_size=10, ways=3, shots=1, eval_query=2,
+                              test_alphabets=["Tagalog", "Sanskrit"], image_size=10, ways=3, shots=1, query=2, eval_query=2,
                               mirrors=True, augment_rotation=15)
     problem = image_problem(config)
     as_read = read_omniglot([one_zip], [], 10).images  # the 7 training characters, no mirrors or rotations
@@ -297,6 +297,55 @@ def test_bad_data_paths_are_one_line_errors(tmp_path):
         read_omniglot([damaged])
 
 
+def test_symlinked_folders_are_read_and_macos_resource_forks_skipped(omniglot, tmp_path):
+    _, _, one_dir = omniglot
+    top = one_dir / "images_background"
+    linked = tmp_path / "linked" / "images_background"
+    linked.mkdir(parents=True)
+    (linked / "Greek").symlink_to(top / "Greek", target_is_directory=True)  # a linked alphabet
+    (linked / "Korean").mkdir()
+    for character in sorted((top / "Korean").iterdir()):  # linked characters beside a real one
+        (linked / "Korean" / character.name).symlink_to(character, target_is_directory=True)
+    (linked / "Korean" / "loop").symlink_to(linked, target_is_directory=True)  # a cycle ends
+    (linked / "Latin").mkdir()
+    (linked / "Latin" / "character01").symlink_to(top / "Latin" / "character01", target_is_directory=True)
+    (linked / "Latin" / "character02").mkdir()
+    for image in (top / "Latin" / "character02").iterdir():
+        (linked / "Latin" / "character02" / image.name).write_bytes(image.read_bytes())
+    # what macOS leaves in a folder it copied or zipped: not images
+    (linked / "Latin" / "character02" / "._0000_01.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (linked / ".DS_Store").write_bytes(b"Bud1")
+    direct, through_links = read_omniglot([one_dir], image_size=14), read_omniglot([linked], image_size=14)
+    assert through_links.names == direct.names and len(direct) == 7
+    for a, b in zip(direct.images, through_links.images):
+        assert torch.equal(a, b)
+    mac = tmp_path / "mac.zip"
+    with zipfile.ZipFile(mac, "w") as archive:
+        for file in sorted(top.rglob("*.png")):
+            name = file.relative_to(top.parent).as_posix()
+            archive.write(file, name)
+            archive.writestr(f"__MACOSX/{name.rpartition('/')[0]}/._{file.name}", b"\x00\x05\x16\x07 resource fork")
+    assert read_omniglot([mac], image_size=14).names == direct.names
+
+
+def test_damaged_or_truncated_zip_archives_are_one_line_errors(omniglot, tmp_path):
+    one_zip = omniglot[0]
+    data = one_zip.read_bytes()
+    directory = tmp_path / "directory.zip"  # the end record intact, the central directory damaged
+    directory.write_bytes(data.replace(b"PK\x01\x02", b"PK\x09\x09", 1))
+    with pytest.raises(UserError, match="directory.zip is not a readable zip archive"):
+        read_omniglot([directory])
+    truncated = tmp_path / "truncated.zip"  # a download cut short
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=r"truncated.zip is not a readable zip archive \(truncated or corrupt\?\)"):
+        read_omniglot([truncated])
+    with pytest.raises(UserError, match=r"x.png \(not an image format PIL reads\)$"):
+        bad = tmp_path / "bad" / "A" / "character01"
+        bad.mkdir(parents=True)
+        (bad / "x.png").write_bytes(b"not a png")
+        read_omniglot([tmp_path / "bad"])
+
+
 def _write_config(tmp_path, one_zip, two_zip, **extra):
     lines = {"task": '"omniglot"', "train_data": f'["{one_zip}"]', "test_data": f'["{two_zip}"]',
              "test_alphabets": '["Tagalog", "Sanskrit"]', "ways": "3", "shots": "1", "query": "1",
@@ -333,3 +382,22 @@ def test_cli_names_a_missing_data_file(omniglot, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"error: data path not found: {tmp_path / 'missing.zip'}\n"
     assert not (tmp_path / "run").exists()  # nothing written for a run that could not start
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("eval_query", "10", "shots + eval_query = 1 + 10 exceeds the 4 images of the smallest test class"),
+    ("query", "4", "shots + query = 1 + 4 exceeds the 4 images of the smallest train class"),
+])
+def test_task_sizes_the_classes_cannot_fill_are_refused_before_training(omniglot, tmp_path, capsys, key, value, message):
+    # the default eval_query (100, the sinusoid's) would otherwise train a run that can never be evaluated
+    one_zip, two_zip, _ = omniglot
+    config = _write_config(tmp_path, one_zip, two_zip, **{key: value})
+    assert main(["supervised", "train", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "run").exists()
+    # evaluating a trained run with more shots than the test classes hold names the same sum
+    config = _write_config(tmp_path, one_zip, two_zip)
+    assert main(["supervised", "train", str(config), "--out", str(tmp_path / "ok")]) == 0
+    assert main(["supervised", "evaluate", str(tmp_path / "ok"), "--shots", "3"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: shots + eval_query = 3 + 2 exceeds the 4 images of the smallest test class\n")

@@ -160,6 +160,9 @@ def test_an_out_that_is_a_file_is_a_one_line_error_and_the_file_is_kept(tmp_path
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: run directory {out}") and "is not a folder" in err and "\n" not in err
     assert (tmp_path / "afile").read_text() == "mine"
+    long = tmp_path / ("r" * 300)  # a folder the OS refuses to make
+    assert main(["train", str(Path(__file__).resolve().parents[1] / "experiments" / "navigation2d.toml"), "--out", str(long)]) == 2
+    assert capsys.readouterr().err == f"error: run directory {long} cannot be written (File name too long)\n"
 
 
 def test_a_checkpoint_with_flipped_bytes_is_corrupt_not_wrong_weights(tmp_path, capsys):

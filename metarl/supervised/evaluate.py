@@ -82,8 +82,8 @@ def evaluate(
                                  ("--steps", steps, 0)):
         if value < least:
             raise UserError(f"{option} must be >= {least}, got {value}")
-    if not lrs or min(lrs) <= 0:
-        raise UserError(f"test step sizes must be positive, got {lrs}")
+    if not lrs or not all(lr > 0 and math.isfinite(lr) for lr in lrs):
+        raise UserError(f"test step sizes must be positive numbers, got {lrs}")
     problem = make_problem(config)
     params = problem.test_params(params)
     regression = problem.metric == "mse"  # lower is better; every step recorded

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -55,6 +56,29 @@ def base_name(name: str) -> str:
     return name
 
 
+def _skipped(parts: Sequence[str]) -> bool:
+    """Hidden files and folders, and the resource forks macOS adds to archives (``__MACOSX/``, ``._x.png``)."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+
+
+def _folder_images(source: Path) -> list[tuple[tuple[str, ...], Path]]:
+    """Every image file under the folder ``source`` as (path parts below it, path), sorted by parts;
+    symlinked folders are followed (each real folder once, so a link cycle ends)."""
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(source, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        below = Path(folder).relative_to(source).parts
+        for name in files:
+            path = Path(folder, name)
+            if name.lower().endswith(IMAGE_SUFFIXES) and not _skipped((*below, name)) and path.is_file():
+                found.append(((*below, name), path))
+    return sorted(found)
+
+
 def _image_files(source: Path) -> Iterator[tuple[tuple[str, ...], Callable[[], bytes], str]]:
     """Every image under ``source``: (path parts, a reader of its bytes, a printable location).
 
@@ -63,14 +87,20 @@ def _image_files(source: Path) -> Iterator[tuple[tuple[str, ...], Callable[[], b
     if not source.exists():
         raise UserError(f"data path not found: {source}")
     if source.is_dir():
-        for path in sorted(source.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                yield path.relative_to(source).parts, path.read_bytes, str(path)
+        for parts, path in _folder_images(source):
+            yield parts, path.read_bytes, str(path)
         return
     if not zipfile.is_zipfile(source):
+        if source.suffix.lower() == ".zip":
+            raise UserError(f"data path {source} is not a readable zip archive (truncated or corrupt?)")
         raise UserError(f"data path {source} is neither a folder nor a zip archive")
-    with zipfile.ZipFile(source) as archive:
-        names = sorted(n for n in archive.namelist() if n.lower().endswith(IMAGE_SUFFIXES))
+    try:
+        archive = zipfile.ZipFile(source)
+        names = sorted(n for n in archive.namelist()
+                       if n.lower().endswith(IMAGE_SUFFIXES) and not _skipped(n.split("/")))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"data path {source} is not a readable zip archive ({exc})") from None
+    with archive:
         for name in names:
             yield tuple(name.split("/")), (lambda n=name: archive.read(n)), f"{source}:{name}"
 
@@ -83,7 +113,9 @@ def _decode(data: bytes, where: str, image_size: int, grayscale: bool, invert: b
                 image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), "L")
             image = image.convert("L" if grayscale else "RGB").resize((image_size, image_size), Image.LANCZOS)
             array = np.asarray(image, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise UserError(f"cannot read image {where} (not an image format PIL reads)") from None
+    except (OSError, ValueError) as exc:
         raise UserError(f"cannot read image {where} ({exc})") from None
     if invert:
         array = 1.0 - array

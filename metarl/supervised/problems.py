@@ -134,20 +134,33 @@ def image_problem(config: SupervisedConfig) -> Problem:
             raise UserError(f"the {name} split has {len(classes)} classes, fewer than ways = {config.ways}")
         return classes
 
+    def check_images(classes: ImageClasses, name: str, shots: int, query: int, query_key: str) -> None:
+        smallest = min(len(x) for x in classes.images)
+        if shots + query > smallest:
+            raise UserError(f"shots + {query_key} = {shots} + {query} exceeds the {smallest} images of the smallest "
+                            f"{name} class")
+
     check(train, "train"), check(test, "test")
+    # before anything is written: a run that could train but never be evaluated is refused up front
+    if not pretrain:  # the pretrained baseline trains on batches of images, not tasks
+        check_images(train, "train", config.shots, config.query, "query")
+    check_images(test, "test", config.shots, config.eval_query, "eval_query")
     as_read = [i for i, name in enumerate(train.names) if base_name(name) == name]  # no mirrors or rotations
     validation = ImageClasses([train.names[i] for i in as_read], [train.images[i] for i in as_read])
 
-    def held_out(classes: ImageClasses) -> Callable[[int, torch.Generator, int], TaskBatch]:
-        return lambda n, g, shots: sample_image_tasks(classes, n, config.ways, shots, config.eval_query, g)
+    def held_out(classes: ImageClasses, name: str) -> Callable[[int, torch.Generator, int], TaskBatch]:
+        def sample(n: int, generator: torch.Generator, shots: int) -> TaskBatch:
+            check_images(classes, name, shots, config.eval_query, "eval_query")  # shots may differ from the config's
+            return sample_image_tasks(classes, n, config.ways, shots, config.eval_query, generator)
+        return sample
 
     return Problem(
         loss_fn=cross_entropy_loss,
         metric_fn=accuracy,
         metric="accuracy",
         sample_train=sample_train,
-        sample_test=held_out(test),
-        sample_validation=held_out(validation),
+        sample_test=held_out(test, "test"),
+        sample_validation=held_out(validation, "validation (training, as read)"),
         init_params=lambda g: init_convnet(channels, config.image_size, num_outputs, g, filters=config.filters),
         joint_batch=joint,
         test_params=test_params,
