@@ -37,7 +37,10 @@ class Interval:
         if is_sequence == (self.size == 1) or len(items) != self.size:  # the wrong count, before the range
             count = "one number" if self.size == 1 else f"{self.size} numbers, each"
             raise ValueError(f"task key {key!r}: value {value!r} should be {count} in [{self.low:g}, {self.high:g}]")
-        if not all(_is_number(v) and self.low <= v <= self.high for v in items):  # NaN fails the comparisons
+        if not all(_is_number(v) for v in items):
+            what = "is not a number" if self.size == 1 else "holds something other than a number"
+            raise ValueError(f"task key {key!r}: value {value!r} {what}; it should be in {self.describe()}")
+        if not all(self.low <= v <= self.high for v in items):  # NaN fails the comparisons
             raise ValueError(f"task key {key!r}: value {value!r} is outside the range {self.describe()}")
         return float(items[0]) if self.size == 1 else tuple(float(v) for v in items)
 
@@ -57,7 +60,9 @@ class Choice:
         return "{" + ", ".join(f"{v:+g}" for v in self.values) + "}"
 
     def check(self, key: str, value: Any) -> float:
-        if not _is_number(value) or value not in self.values:
+        if not _is_number(value):
+            raise ValueError(f"task key {key!r}: value {value!r} is not a number; it should be in {self.describe()}")
+        if value not in self.values:
             raise ValueError(f"task key {key!r}: value {value!r} is outside the range {self.describe()}")
         return float(value)
 

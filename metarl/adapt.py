@@ -320,11 +320,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_DIR_HELP = "a run directory, or a paper row's (experiments/results/ROW: its MAML run)"  # adapt, evaluate
+
+
 def add_adapt_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``metarl adapt`` on the CLI's subparsers."""
     p = sub.add_parser("adapt", help="adapt a trained run to a goal you pick; print, render, plot")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
-                   help="a run directory, or a paper row's (experiments/results/ROW: its MAML run)")
+                   help=RUN_DIR_HELP)
     p.add_argument("--task", metavar="KEY=VALUE", help="the goal, e.g. velocity=1.5, goal=0.3,-0.2, direction=-1")
     p.add_argument("--interactive", action="store_true", help="prompt for goal after goal (quit or end of input stops)")
     p.add_argument("--steps", type=int, default=3, help="gradient steps (default 3)")

@@ -44,7 +44,9 @@ def config_path(name: str) -> Path:
         return path
     path = EXPERIMENTS / f"{name}.toml"
     if not path.is_file():
-        known = sorted(p.stem for p in EXPERIMENTS.glob("*.toml"))
+        # the meta-RL configs (each names its env), not the supervised ones
+        known = sorted(p.stem for p in EXPERIMENTS.glob("*.toml")
+                       if any(line.split("=")[0].strip() == "env" for line in p.read_text().splitlines()))
         raise UserError(f"unknown experiment {name!r} (known: {', '.join(known)}) or give a .toml path")
     return path
 

@@ -64,12 +64,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    if not zipfile.is_zipfile(path):
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # a damaged end record can fail the test itself
+        is_zip = False
+    if not is_zip:
         raise UserError(f"checkpoint {path} is corrupt or not a metarl checkpoint (not a torch zip archive)")
     try:  # torch.load does not check the archive's CRCs: flipped bytes in a tensor would load as wrong weights
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    # a flipped bit in the zip index can also read as an unknown compression method or an encrypted entry
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise UserError(f"checkpoint {path} is corrupt ({type(exc).__name__})") from None
     if damaged is not None:
         raise UserError(f"checkpoint {path} is corrupt (checksum mismatch in {damaged})")

@@ -68,11 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train)
 
+    from metarl.adapt import RUN_DIR_HELP
+
     p = sub.add_parser("evaluate", help="adaptation curve of a trained run on held-out tasks")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help=RUN_DIR_HELP)
     p.add_argument("--tasks", type=int, help="held-out tasks (default: the config's eval_tasks, 40)")
     p.add_argument("--steps", type=int, help="inner steps (default: the config's eval_steps, 3)")
-    p.add_argument("--episodes", type=int, help="episodes per task and step (default 20)")
+    p.add_argument("--episodes", type=int, help="episodes per task and step (default: the config's eval_episodes, 20)")
     from metarl.compare import BATCH_STEPS_HELP
 
     p.add_argument("--batch-steps", type=int, metavar="N", help=BATCH_STEPS_HELP)

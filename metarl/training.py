@@ -197,6 +197,8 @@ def run_dir_of(run_dir: str | Path, paper_row: bool = True) -> Path:
         raise UserError(f"run directory not found: {run_dir}")
     if paper_row and not (run_dir / CONFIG).exists() and (run_dir / "maml" / CONFIG).exists():
         return run_dir / "maml"
+    if not (run_dir / CONFIG).exists() and not (run_dir / CHECKPOINT).exists():
+        raise UserError(f"{run_dir} is not a run directory (it holds no {CONFIG} or {CHECKPOINT})")
     return run_dir
 
 

@@ -70,6 +70,11 @@ def test_bad_options_are_one_line_errors(run, capsys, args, message):
 def test_unknown_run_directory_is_a_one_line_error(tmp_path, capsys):
     assert main(["adapt", str(tmp_path / "nope"), "--task", "goal=0,0"]) == 2
     assert capsys.readouterr().err.strip() == f"error: run directory not found: {tmp_path / 'nope'}"
+    (tmp_path / "plain").mkdir()  # a folder that is no run (nor a paper row)
+    for command in (["adapt", str(tmp_path / "plain"), "--task", "goal=0,0"], ["evaluate", str(tmp_path / "plain")]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'plain'} is not a run directory "
+                                                   "(it holds no config.toml or checkpoint.pt)")
 
 
 def test_step_returns_equal_the_evaluation_protocol(run):

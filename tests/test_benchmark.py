@@ -21,6 +21,7 @@ def test_bench_unknown_experiment_is_a_one_line_error(capsys):
     assert main(["bench", "--env", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown experiment 'nope'") and "halfcheetah_vel" in err and "\n" not in err
+    assert "sinusoid_maml" not in err and "omniglot_maml" not in err  # supervised configs are not benchmarked
 
 
 def test_bench_without_repeats_is_a_one_line_error(capsys):
