@@ -222,3 +222,34 @@ def test_a_diverged_adaptation_is_a_one_line_error_not_a_table_of_nan(run):
         adapter.show({"goal": (0.1, 0.1)}, [0.5], out)  # a step after them: its baseline fit is the one line
     assert out.getvalue() == ""  # no table of nan printed before the message
     adapter.close()
+
+
+def _readout_only(navigation, velocity_index=None):
+    """An Adapter with just the attributes its readouts use (no run, no envs)."""
+    adapter = object.__new__(Adapter)
+    adapter.navigation, adapter.velocity_index = navigation, velocity_index
+    return adapter
+
+
+def test_the_velocity_readout_is_the_mean_over_the_steps_each_episode_took():
+    from metarl.episodes import Episodes
+
+    adapter = _readout_only(False, 2)
+    obs = torch.zeros(1, 4, 2, 5)  # [tasks, T, E, obs]
+    obs[0, :, :, 2] = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+    obs[0, :, :, 1] = 100.0  # the neighbouring column must not be read
+    mask = torch.ones(1, 4, 2)
+    mask[0, 2:, 0] = 0  # episode 0 ended after two steps
+    episodes = Episodes(obs, torch.zeros(1, 4, 2, 1), torch.zeros(1, 4, 2), mask)
+    assert adapter.readout(episodes) == pytest.approx(((1 + 3) / 2 + (2 + 4 + 6 + 8) / 4) / 2)
+    assert "backward" in Adapter.describe_readout(adapter, {"direction": -1.0})
+    assert "forward)" in Adapter.describe_readout(adapter, {"direction": 1.0})
+
+
+def test_lr_sets_every_steps_size(run):
+    adapter = Adapter(run, episodes=1)
+    try:
+        assert adapter.step_sizes(3, 0.2) == [0.2] * 3 and adapter.step_sizes(1, 0.2) == [0.2]
+        assert adapter.step_sizes(0, 0.2) == []
+    finally:
+        adapter.close()

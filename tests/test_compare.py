@@ -268,3 +268,11 @@ def test_step_counted_batches_reach_the_comparison(runs):
     assert result["batch_steps"] == 150 and result["methods"]["maml"]["returns"] == alone["returns"]
     # more than the 2 episodes of the default protocol: other returns
     assert result["methods"]["maml"]["returns"] != compare_runs([runs["maml"]], **SMALL)["methods"]["maml"]["returns"]
+
+
+def test_the_oracles_per_task_returns_are_its_own_at_every_step(runs):
+    result = compare_runs([runs["oracle"]], num_tasks=3, steps=2, episodes=2, val_tasks=1)["methods"]["oracle"]
+    config, state = load_run(runs["oracle"])
+    tasks = envs.sample_tasks(config.env, 3, seed=derive_seed(EVALUATE, 0, 0))
+    own = adaptation_returns(config, state["params"], tasks, [], 2, 0)[0]
+    assert [t["returns"] for t in result["per_task"]] == [[float(v)] * 3 for v in own]

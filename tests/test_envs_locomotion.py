@@ -489,3 +489,15 @@ def test_peak_memory_counts_the_physics_workers():
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert hwm > 10_000 and peak_rss_mb() >= (own + hwm) / 1024  # >= : other children may run too
     batched.close()
+
+
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/AntVel-v0"])
+def test_gymnasium_convention_reset_noise_is_centred_with_its_documented_spread(env_id):
+    batched = envs.make_batched(env_id, 400, num_threads=0)
+    batched.reset(seed=0)
+    qpos, qvel = batched.get_state()
+    offset = qpos - batched.model.qpos0
+    assert abs(offset.mean()) < 0.005 and offset.min() < -0.099 and offset.max() > 0.099
+    assert 0.055 < offset.std() < 0.06  # U(-0.1, 0.1): 0.1 / sqrt(3) = 0.0577
+    assert abs(qvel.mean()) < 0.01 and 0.095 < qvel.std() < 0.105  # 0.1 N(0, 1)
+    batched.close()

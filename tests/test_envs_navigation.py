@@ -103,3 +103,12 @@ def test_check_env_and_render():
     image = env.render()
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert len(np.unique(image.reshape(-1, 3), axis=0)) >= 3  # background, goal, point
+
+
+def test_an_episode_ends_inside_the_goals_0_01_box_only():
+    from envs.navigation import navigation_step
+
+    position = np.zeros((3, 2))
+    goals = np.array([[0.0, 0.0105], [0.0, 0.0095], [0.012, 0.0]])
+    _, _, terminated = navigation_step(position, np.zeros((3, 2)), goals)
+    assert terminated.tolist() == [False, True, False]

@@ -74,3 +74,9 @@ def test_unknown_env_id_is_named():
         envs.sample_tasks("metarl/Nope-v0", 1)
     with pytest.raises(ValueError, match="unknown env 'metarl/Nope-v0'"):
         envs.make_batched("metarl/Nope-v0", 1)
+
+
+def test_navigation_goals_are_uniform_in_the_square_with_independent_coordinates():
+    goals = np.array([t["goal"] for t in envs.sample_tasks("metarl/Navigation2D-v0", 2000, seed=3)])
+    assert abs(np.corrcoef(goals.T)[0, 1]) < 0.1
+    assert abs(goals.mean()) < 0.03 and 0.27 < goals.std() < 0.31  # U(-0.5, 0.5): 1 / sqrt(12) = 0.289

@@ -124,3 +124,12 @@ def test_action_scale_is_a_change_of_units():
     a1 = unit.act(batched, obs[None], generator=torch.Generator().manual_seed(3))
     a2 = scaled.act(batched, obs[None], generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(a2, a1 * scale)
+
+
+def test_weights_start_xavier_uniform_and_biases_zero():
+    params = GaussianMLPPolicy(40, 10, hidden_sizes=(100,)).init_params(torch.Generator().manual_seed(0))
+    for i, (fan_in, fan_out) in enumerate([(40, 100), (100, 10)]):
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        weight = params[f"l{i}.weight"]
+        assert bound * 0.95 < weight.abs().max() <= bound
+        assert torch.all(params[f"l{i}.bias"] == 0)

@@ -71,3 +71,30 @@ def test_same_seed_same_episodes_other_seed_other_episodes():
     c = sample_episodes(env, policy, params, tasks, 3, seed=6)
     assert torch.equal(a.actions, b.actions) and torch.equal(a.rewards, b.rewards)
     assert not torch.equal(a.actions, c.actions)
+
+
+def test_the_rollout_seed_seeds_mujocos_reset_noise():
+    # without it a MuJoCo evaluation could not be reproduced
+    env = envs.make_batched("metarl/HalfCheetahVel-v0", 2, num_threads=0)
+    policy = GaussianMLPPolicy(env.observation_dim, env.action_dim, hidden_sizes=(4,))
+    params = broadcast(policy.init_params(torch.Generator().manual_seed(0)), 1)
+    a = sample_episodes(env, policy, params, [{"velocity": 1.0}], 2, seed=5)
+    b = sample_episodes(env, policy, params, [{"velocity": 1.0}], 2, seed=5)
+    assert torch.equal(a.observations, b.observations)
+    np.testing.assert_array_equal(a.observations[0, 0].numpy(), env.reset(seed=5).astype(np.float32))
+    env.close()
+
+
+def test_later_rounds_of_a_step_counted_batch_draw_from_derived_seeds():
+    from metarl.sampling import sample_step_counted
+    from metarl.seeding import derive_seed
+
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8,))
+    params = broadcast(policy.init_params(torch.Generator().manual_seed(0)), 1)
+    env = envs.make_batched("metarl/Navigation2D-v0", 1)
+    far = [{"goal": (0.5, 0.5)}]
+    batch = sample_step_counted(env, policy, params, far, episodes=1, batch_steps=150, seed=3)
+    assert batch.episodes_per_task == 2
+    second_round = sample_episodes(env, policy, params, far, 1, seed=derive_seed(3, 1))
+    torch.testing.assert_close(batch.actions[:, :, 1:2], second_round.actions)
+    assert not torch.equal(batch.actions[:, :, 0], batch.actions[:, :, 1])  # not the first round again
