@@ -52,21 +52,36 @@ def adaptation_rollouts(env, policy, learner, params: dict[str, Tensor], tasks: 
 
 # A step-counted batch is padded to the task that collected the most episodes, and among many tasks that
 # one collects far more than the rest (1,000 navigation tasks: 537 episodes where 200 need at most 191), so
-# its processing (returns, baseline features, advantages) would grow with tasks x that count: 11 GB for 1,000
-# navigation tasks. Groups of this many tasks, each trimmed to its own widest task, bound it.
+# its processing (returns, baseline features, advantages) and the inner step's policy activations would grow
+# with tasks x that count. Groups of at most TASK_GROUP tasks, each trimmed to its own widest task and
+# halved while they would hold more than GROUP_COLUMNS episode columns, bound it.
 TASK_GROUP = 200
+GROUP_COLUMNS = TASK_GROUP * 200  # tasks x episodes per group: 200 navigation tasks at 4,000 steps need 191
+
+
+def task_groups(collected: Tensor) -> list[slice]:
+    """Consecutive task slices covering ``collected`` (``[tasks]`` episodes each task collected): at most
+    ``TASK_GROUP`` tasks each, and at most ``GROUP_COLUMNS`` tasks x the slice's widest task unless it is one task."""
+    groups, start = [], 0
+    while start < len(collected):
+        size = min(TASK_GROUP, len(collected) - start)
+        while size > 1 and size * int(collected[start:start + size].max()) > GROUP_COLUMNS:
+            size = (size + 1) // 2
+        groups.append(slice(start, start + size))
+        start += size
+    return groups
 
 
 def step_by_task_groups(learner, task_params: dict[str, Tensor], batch: Episodes, lr: float) -> dict[str, Tensor]:
     """Each task's first-order inner step on its episodes of ``batch`` (task-batched parameters in and out,
-    no graph), processed ``TASK_GROUP`` tasks at a time, each group's episode axis cut to the episodes its
-    tasks collected. Every task's step depends only on its own episodes, so up to float rounding this is one
-    step on the whole batch (and exactly that for ``TASK_GROUP`` tasks or fewer)."""
+    no graph), processed by :func:`task_groups`, each group's episode axis cut to the episodes its tasks
+    collected. Every task's step depends only on its own episodes, so up to float rounding this is one step
+    on the whole batch (and exactly that when the batch is one group)."""
+    collected = batch.collected().sum(1)  # [tasks]
     groups = []
-    for start in range(0, batch.num_tasks, TASK_GROUP):
-        tasks = slice(start, start + TASK_GROUP)
-        group = batch if batch.num_tasks <= TASK_GROUP else batch.select(tasks=tasks)
-        widest = int(group.collected().sum(1).max())
+    for tasks in task_groups(collected):
+        group = batch if tasks == slice(0, batch.num_tasks) else batch.select(tasks=tasks)
+        widest = int(collected[tasks].max())
         if widest < group.episodes_per_task:
             group = group.select(episodes=slice(0, widest))
         params = {n: v[tasks] for n, v in task_params.items()}

@@ -106,6 +106,27 @@ def test_the_inner_step_by_task_groups_equals_one_step_on_the_whole_batch(monkey
     for k in whole:
         torch.testing.assert_close(grouped[k], whole[k], rtol=1e-5, atol=1e-6)
     assert any(not torch.allclose(grouped[k], params[k]) for k in whole)  # it stepped
+    # groups split further by their padded width: one task per group here
+    monkeypatch.setattr(metarl.evaluation, "GROUP_COLUMNS", int(widths.min()))
+    assert len(metarl.evaluation.task_groups(widths)) == len(tasks)
+    alone = metarl.evaluation.step_by_task_groups(learner, params, batch, 0.5)
+    for k in whole:
+        torch.testing.assert_close(alone[k], whole[k], rtol=1e-5, atol=1e-6)
+
+
+def test_task_groups_bound_the_tasks_and_the_padded_columns_of_each_group(monkeypatch):
+    import metarl.evaluation
+
+    monkeypatch.setattr(metarl.evaluation, "TASK_GROUP", 4)
+    monkeypatch.setattr(metarl.evaluation, "GROUP_COLUMNS", 12)
+    collected = torch.tensor([3, 3, 3, 3, 3, 2, 1, 20, 2, 2, 1])
+    groups = metarl.evaluation.task_groups(collected)
+    assert groups == [slice(0, 4), slice(4, 6), slice(6, 7), slice(7, 8), slice(8, 11)]
+    for g in groups:
+        assert g.stop - g.start <= 4 and ((g.stop - g.start) * int(collected[g].max()) <= 12 or g.stop - g.start == 1)
+    # with the defaults, 200 tasks of the paper's navigation test batches (191 episodes at most) stay one group
+    monkeypatch.undo()
+    assert metarl.evaluation.task_groups(torch.full((200,), 191)) == [slice(0, 200)]
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +251,24 @@ def test_each_adaptation_step_uses_its_own_rate_from_the_previous_steps_paramete
     same_rate = [batch.mean_return() for batch, _ in adaptation_rollouts(env, policy, learner, params, tasks, [0.5, 0.5], 3, seed=7)]
     assert not torch.allclose(same_rate[2], got[2])
     env.close()
+
+
+def test_pooled_episode_counts_are_weighted_by_each_draws_tasks():
+    base = {"env": "e", "episodes_per_step": 2, "batch_steps": 10, "returns": [0, 0], "ci95": [0, 0]}
+    a = {**base, "tasks": 2, "seed": 0, "episodes_collected": [1.0, 3.0],
+         "per_task": [{"task": {}, "returns": [0.0, 1.0]}] * 2}
+    b = {**base, "tasks": 4, "seed": 1, "episodes_collected": [4.0, 6.0],
+         "per_task": [{"task": {}, "returns": [2.0, 3.0]}] * 4}
+    assert pool_results([a, b])["episodes_collected"] == pytest.approx([3.0, 5.0])
+
+
+def test_episodes_collected_is_the_mean_over_tasks_and_zero_steps_scores_the_initialization(run, monkeypatch):
+    import numpy as np
+
+    import metarl.evaluation
+
+    unadapted = evaluate_run(run, num_tasks=2, steps=0, episodes=2)
+    assert unadapted["step_sizes"] == [] and len(unadapted["returns"]) == 1
+    counts = np.array([[1.0, 3.0], [2.0, 2.0]])  # [steps + 1, tasks]
+    monkeypatch.setattr(metarl.evaluation, "adaptation_curve", lambda *a, **k: (np.zeros((2, 2)), counts))
+    assert evaluate_run(run, num_tasks=2, steps=1, episodes=2, batch_steps=10)["episodes_collected"] == [2.0, 2.0]

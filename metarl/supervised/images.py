@@ -58,7 +58,7 @@ def base_name(name: str) -> str:
 
 def _skipped(parts: Sequence[str]) -> bool:
     """Hidden files and folders, and the resource forks macOS adds to archives (``__MACOSX/``, ``._x.png``)."""
-    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+    return any((part.startswith(".") and part not in (".", "..")) or part == "__MACOSX" for part in parts)
 
 
 def _folder_images(source: Path) -> list[tuple[tuple[str, ...], Path]]:
