@@ -14,7 +14,7 @@ model's initial state, as gymnasium's v5 envs do.
 
 **rllab's** (``HalfCheetahVelRllab-v0`` / ``HalfCheetahDirRllab-v0``), the one the MAML
 paper's cheetah numbers come from (cbfinn/maml_rl on rllab): one 0.01 s physics step per
-action, so a 200-step episode lasts 2 s and starts from rest; ``v`` is the x-velocity of the
+action, so a 200-step episode lasts 2 s; ``v`` is the x-velocity of the
 whole robot's centre of mass after the step (MuJoCo's ``subtree_linvel`` of the torso,
 computed by ``envs.center_of_mass``); the observation ends with that centre of mass
 (x, y, z in m); resets add ``0.01 * N(0, 1)`` to qpos and ``0.1 * N(0, 1)`` to qvel. Same

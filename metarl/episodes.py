@@ -5,7 +5,8 @@ Layout (see docs/architecture.md), float32 unless noted:
 - ``observations [tasks, T, E, obs_dim]``: observation before the action at step t
 - ``actions [tasks, T, E, act_dim]`` (Gaussian) or ``[tasks, T, E]`` int64 (categorical)
 - ``rewards [tasks, T, E]``
-- ``mask [tasks, T, E]``: 1.0 where step t was taken, 0.0 after the episode terminated
+- ``mask [tasks, T, E]``: 1.0 where step t was taken, 0.0 after the episode terminated (and in the
+  padding episodes of a step-counted batch that a task did not collect)
 
 Steps with mask 0 never contribute: rewards there are zeroed before any sum, and every
 average is mask-weighted (:func:`masked_mean`).

@@ -7,8 +7,8 @@ call with a leading task axis (``torch.func.vmap`` over that axis).
 Both policies expose the same functional interface used by the MAML-TRPO core:
 
 - ``dist_params(params, obs) -> tuple`` the distribution's parameters per observation
-  (Gaussian: ``(mean, log_std)`` both ``[..., act_dim]``; categorical: ``(logits,)``
-  ``[..., num_actions]``);
+  (Gaussian: ``(mean, log_std)`` both ``[..., act_dim]``; categorical: ``(log_probs,)``, normalised
+  logits ``[..., num_actions]``);
 - ``log_prob(params, obs, actions) -> [...]`` and ``dist_log_prob(dist, actions)``;
 - ``kl(old, new) -> [...]`` KL(old || new) between two ``dist_params`` tuples;
 - ``fisher_product(dist, tangent) -> tuple`` the Fisher matrix of the distribution in

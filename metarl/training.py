@@ -45,7 +45,8 @@ MAML_OBJECTIVE_KEYS = ("num_inner_steps", "first_order", "meta_step_weights", "m
 
 @dataclass
 class TrainConfig:
-    """Every setting of a meta-RL run; the defaults are the MAML paper's locomotion settings."""
+    """Every setting of a meta-RL run; the defaults are the MAML paper's locomotion hyperparameters, except
+    ``env`` (the gymnasium cheetah, not the paper's rllab one) and ``baseline_obs_clip`` (none; the paper's 10)."""
 
     env: str = "metarl/HalfCheetahVel-v0"
     # maml: meta-learn the initialization; pretrained: TRPO on the task mixture, no adaptation;

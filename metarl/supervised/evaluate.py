@@ -147,7 +147,7 @@ def evaluate_from_cli(
 
 
 def figure_from_cli(maml_run: str, baseline_run: str, out: str) -> int:
-    """``metarl supervised figure``: one held-out sinusoid, MAML beside the pretrained baseline (PNG)."""
+    """``metarl supervised figure``: one held-out sinusoid, MAML beside the pretrained baseline (.png, .pdf, .svg)."""
     check_output_file(out, "--out", PLOT_SUFFIXES)  # before loading the runs
     import matplotlib
 

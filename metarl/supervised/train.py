@@ -2,8 +2,8 @@
 
 A run folder holds ``config.toml`` (the full config), ``checkpoint.pt`` (parameters,
 config, iteration, training seconds, the Adam state and the task sampler's random state;
-see :mod:`metarl.checkpoint`) and ``log.jsonl`` (one line per ``log_every`` iterations:
-mean training loss since the last line). ``resume`` continues a run from its checkpoint
+see :mod:`metarl.checkpoint`), ``machine.jsonl`` (the CPU and library versions of each start or
+resume) and ``log.jsonl`` (one line per ``log_every`` iterations: mean training loss since the last line). ``resume`` continues a run from its checkpoint
 exactly as if it had not stopped (only ``iterations`` and ``threads`` may change, and the meta step
 size schedule where the iterations already trained would not see the change).
 """
