@@ -267,8 +267,11 @@ def test_task_sampler_shapes_labels_and_distinct_examples(omniglot):
 
 
 def test_bad_data_paths_are_one_line_errors(tmp_path):
-    with pytest.raises(UserError, match=f"data path not found: {tmp_path / 'nope.zip'}"):
+    with pytest.raises(UserError, match=f"data path not found: {tmp_path / 'nope.zip'}$"):
         read_omniglot([tmp_path / "nope.zip"])
+    with pytest.raises(UserError, match=r"data path not found: data/nope.zip \(relative to .*: a config's data paths "
+                                        r"are read from the working directory\)$"):
+        read_omniglot(["data/nope.zip"])
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(UserError, match="neither a folder nor a zip"):
         read_omniglot([tmp_path / "notes.txt"])

@@ -85,7 +85,8 @@ def _image_files(source: Path) -> Iterator[tuple[tuple[str, ...], Callable[[], b
     A reader is only valid while the iteration is running (the archive is closed after it).
     """
     if not source.exists():
-        raise UserError(f"data path not found: {source}")
+        where = "" if source.is_absolute() else f" (relative to {Path.cwd()}: a config's data paths are read from the working directory)"
+        raise UserError(f"data path not found: {source}{where}")
     if source.is_dir():
         for parts, path in _folder_images(source):
             yield parts, path.read_bytes, str(path)
