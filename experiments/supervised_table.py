@@ -10,18 +10,13 @@ import json
 import sys
 from pathlib import Path
 
-from metarl.config import load_config
-from metarl.supervised.config import SupervisedConfig
-
 
 def _rows(results: Path, prefix: str) -> list[tuple[str, dict]]:
     rows = []
     for path in sorted(results.glob(f"{prefix}_*/evaluation*.json")):
         r = json.loads(path.read_text())
-        # evaluations written before the step size was recorded used the run's configured one
-        lr = r.get("inner_lr", load_config(SupervisedConfig, path.parent / "config.toml").test_inner_lr)
-        r["step_size"] = f"{lr:g}" + (f" (best of {len(r['validation']['scores'])} on validation)"
-                                      if "validation" in r else "")
+        chosen = f" (best of {len(r['validation']['scores'])} on validation)" if "validation" in r else ""
+        r["step_size"] = f"{r['inner_lr']:g}{chosen}"
         rows.append((path.parent.name, r))
     # per run: by shots and test steps, the configured step size before the chosen one
     return sorted(rows, key=lambda row: (row[0], row[1].get("shots", row[1].get("k")), row[1]["steps"],

@@ -55,7 +55,8 @@ def _gym_sync_seconds(config: TrainConfig, policy, params, tasks, repeats: int) 
     """Best of ``repeats`` times for one episode of every (task, episode) pair through gymnasium's
     SyncVectorEnv (built once, outside the timing)."""
     num_eps = config.episodes_per_task
-    vector = gym.vector.SyncVectorEnv([lambda: gym.make(config.env) for _ in range(len(tasks) * num_eps)])
+    oracle = config.method == "oracle"  # the policy then also observes the task, as in training
+    vector = gym.vector.SyncVectorEnv([lambda: envs.make(config.env, oracle=oracle) for _ in range(len(tasks) * num_eps)])
     for i, env in enumerate(vector.envs):
         env.unwrapped.set_task(tasks[i // num_eps])
     task_params = broadcast(params, len(tasks))

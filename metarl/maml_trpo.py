@@ -224,7 +224,8 @@ class InnerCurvature:
 
 
 class MAMLTRPO:
-    """The MAML-TRPO algorithm on parameter dicts; the sampler and the loop live in ``metarl.training``.
+    """The MAML-TRPO algorithm on parameter dicts; the sampler lives in ``metarl.sampling``, the loop in
+    ``metarl.training``.
 
     ``fisher_subsample`` is the fraction of the tasks (the first ``max(1, round(fraction *
     tasks))``, tasks being drawn independently) on which the Fisher-vector products of

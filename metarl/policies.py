@@ -184,7 +184,6 @@ class CategoricalMLPPolicy(_MLP):
         num_actions: int,
         hidden_sizes: Sequence[int] = (100, 100),
         activation: str = "relu",
-        init_std: float | None = None,  # unused; accepted so both policies build from one config
     ):
         super().__init__(obs_dim, num_actions, hidden_sizes, activation)
         self.obs_dim, self.num_actions = int(obs_dim), int(num_actions)

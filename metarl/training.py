@@ -110,8 +110,9 @@ class TrainConfig:
             raise UserError(f"config key 'meta_pre_weight' must be finite and >= 0, got {self.meta_pre_weight}")
         if self.inner_objective not in INNER_OBJECTIVES:
             raise UserError(f"config key 'inner_objective' must be one of {', '.join(INNER_OBJECTIVES)}, got {self.inner_objective!r}")
-        if self.activation not in ("relu", "tanh"):
-            raise UserError(f"config key 'activation' must be 'relu' or 'tanh', got {self.activation!r}")
+        if self.activation not in policies.ACTIVATIONS:
+            raise UserError(f"config key 'activation' must be one of {', '.join(policies.ACTIVATIONS)}, "
+                            f"got {self.activation!r}")
         positive_ints = ("iterations", "meta_batch_size", "episodes_per_task", "num_inner_steps", "cg_iters",
                          "ls_max_steps", "checkpoint_every", "num_threads", "eval_episodes")
         for key in positive_ints:

@@ -2,13 +2,16 @@
 
 import json
 
+import pytest
+
 from metarl.cli import main
 
 
-def test_bench_json_reports_every_figure(capsys):
+@pytest.mark.parametrize("method", ["maml", "oracle"])  # the oracle's policy also observes the task, in gym too
+def test_bench_json_reports_every_figure(capsys, method):
     args = ["bench", "--env", "navigation2d", "--repeats", "1", "--json",
             "--set", "meta_batch_size=2", "--set", "episodes_per_task=2", "--set", "hidden_sizes=[8]",
-            "--set", "cg_iters=2", "--set", "num_threads=1"]
+            "--set", "cg_iters=2", "--set", "num_threads=1", "--set", f"method={method}"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["env"] == "metarl/Navigation2D-v0" and result["num_envs"] == 4
