@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from metarl.errors import UserError
 from metarl.output_files import PLOT_SUFFIXES, check_output_file, writing
-from metarl.seeding import EVALUATE, VALIDATE, derive_seed
+from metarl.seeding import VALIDATE, derive_seed
 
 # the --batch-steps option of `metarl evaluate` and `metarl compare`
 BATCH_STEPS_HELP = ("collect whole episodes until each task has N environment steps, as the paper's test scripts "
@@ -92,8 +92,7 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     import numpy as np
     import torch
 
-    import envs
-    from metarl.evaluation import adaptation_returns, check_protocol, check_seeds, per_task_entries, summarize
+    from metarl.evaluation import adaptation_returns, check_seeds, held_out_tasks, per_task_entries, protocol, summarize
     from metarl.training import load_run, run_dir_of, step_sizes
 
     run_dirs = [Path(d) for d in run_dirs]
@@ -107,20 +106,16 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     for d, (config, _) in zip(run_dirs[1:], runs[1:]):
         if config.env != first.env:
             raise UserError(f"runs do not share an environment: {first_dir} is {first.env}, {d} is {config.env}")
-    num_tasks = first.eval_tasks if num_tasks is None else num_tasks
-    steps = first.eval_steps if steps is None else steps
-    episodes = first.eval_episodes if episodes is None else episodes
-    if num_tasks < 2 or val_tasks < 1:
-        raise UserError(f"--tasks must be at least 2 (a confidence interval needs two tasks) and --val-tasks "
-                        f"at least 1, got {num_tasks} and {val_tasks}")
-    check_protocol(steps, episodes, batch_steps)
+    num_tasks, steps, episodes = protocol(first, num_tasks, steps, episodes, batch_steps)
+    if val_tasks < 1:
+        raise UserError(f"--val-tasks must be at least 1, got {val_tasks}")
     if not lr_scales or min(lr_scales) <= 0:
         raise UserError(f"step-size scales must be positive numbers, got {list(lr_scales)}")
     seeds = [seed] if isinstance(seed, int) else list(seed)
     if not seeds:
         raise UserError("--seed needs at least one evaluation seed")
     check_seeds(seeds)
-    draws = {s: envs.sample_tasks(first.env, num_tasks, seed=derive_seed(EVALUATE, s, 0)) for s in seeds}
+    draws = {s: held_out_tasks(first.env, num_tasks, s) for s in seeds}
     methods: dict[str, Any] = {}
     held_out = f"{num_tasks} tasks" if len(seeds) == 1 else f"{len(seeds)} draws of {num_tasks} tasks"
     for name, d, (config, state) in zip(run_names(run_dirs, [c.method for c, _ in runs]), run_dirs, runs):

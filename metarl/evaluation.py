@@ -124,12 +124,27 @@ def adaptation_returns(config: TrainConfig, params: dict[str, Tensor], tasks: Se
     return adaptation_curve(config, params, tasks, lrs, episodes, seed, batch_steps)[0]
 
 
-def check_protocol(steps: int, episodes: int, batch_steps: int | None) -> None:
-    """The one-line errors for bad ``--steps``, ``--episodes`` and ``--batch-steps`` (evaluate and compare)."""
+def protocol(config: TrainConfig, num_tasks: int | None, steps: int | None, episodes: int | None,
+             batch_steps: int | None) -> tuple[int, int, int]:
+    """``(tasks, steps, episodes)``: the config's evaluation protocol where an option is None; the one-line
+    errors for bad ``--tasks``, ``--steps``, ``--episodes`` and ``--batch-steps`` (evaluate and compare)."""
+    num_tasks = config.eval_tasks if num_tasks is None else num_tasks
+    steps = config.eval_steps if steps is None else steps
+    episodes = config.eval_episodes if episodes is None else episodes
+    if num_tasks < 2:
+        raise UserError(f"--tasks must be at least 2 (a confidence interval needs two tasks), got {num_tasks}")
     if steps < 0 or episodes < 1:
         raise UserError(f"--steps must be >= 0 and --episodes >= 1, got {steps} and {episodes}")
     if batch_steps is not None and batch_steps < 1:
         raise UserError(f"--batch-steps must be >= 1, got {batch_steps}")
+    return num_tasks, steps, episodes
+
+
+def held_out_tasks(env_id: str, num_tasks: int, seed: int) -> list[dict]:
+    """Evaluation seed ``seed``'s draw of ``num_tasks`` tasks (a stream training never uses)."""
+    import envs
+
+    return envs.sample_tasks(env_id, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
 
 
 def check_seeds(seeds: Sequence[int]) -> None:
@@ -177,16 +192,9 @@ def evaluate_run(run_dir: str | Path, num_tasks: int | None = None, steps: int |
     time) and the result adds ``batch_steps`` and ``episodes_collected`` (mean per task, per step).
     """
     config, state = load_run(run_dir)
-    num_tasks = config.eval_tasks if num_tasks is None else num_tasks
-    steps = config.eval_steps if steps is None else steps
-    episodes = config.eval_episodes if episodes is None else episodes
-    if num_tasks < 2:
-        raise UserError(f"--tasks must be at least 2 (a confidence interval needs two tasks), got {num_tasks}")
-    check_protocol(steps, episodes, batch_steps)
+    num_tasks, steps, episodes = protocol(config, num_tasks, steps, episodes, batch_steps)
     torch.set_num_threads(config.num_threads)
-    import envs
-
-    tasks = envs.sample_tasks(config.env, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
+    tasks = held_out_tasks(config.env, num_tasks, seed)
     lrs = step_sizes(config.inner_lr, steps, config.later_lr_scale)
     per_task, counts = adaptation_curve(config, state["params"], tasks, lrs, episodes, seed, batch_steps)
     returns, ci95 = summarize(per_task)

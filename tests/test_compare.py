@@ -149,6 +149,8 @@ def test_several_seeds_pool_draws_as_evaluate_does(runs, capsys):
     ("folder", "a folder of that name exists"),
     ("seed", "--seed lists a seed twice (1 1)"),
     ("negative", "--seed must be >= 0, got -2"),
+    ("one_task", "--tasks must be at least 2 (a confidence interval needs two tasks), got 1"),
+    ("no_validation", "--val-tasks must be at least 1, got 0"),
 ])
 def test_bad_arguments_are_one_line_errors(runs, tmp_path, capsys, case, message):
     args = {"missing": [str(runs["maml"]), str(tmp_path / "nope")],
@@ -158,9 +160,13 @@ def test_bad_arguments_are_one_line_errors(runs, tmp_path, capsys, case, message
             "row": [str(runs["maml"].parent), str(runs["maml"])],
             "folder": [str(runs["maml"]), "--plot", str(tmp_path / "folder.png")],
             "seed": [str(runs["maml"]), "--seed", "1", "1"],
-            "negative": [str(runs["maml"]), "--seed", "0", "-2"]}[case]
+            "negative": [str(runs["maml"]), "--seed", "0", "-2"],
+            "one_task": [str(runs["maml"]), "--tasks", "1"],
+            "no_validation": [str(runs["maml"]), "--val-tasks", "0"]}[case]
     (tmp_path / "folder.png").mkdir()
-    assert main(["compare", *args, "--tasks", "2", "--steps", "1", "--episodes", "1"]) == 2
+    small = [x for option, value in (("--tasks", "2"), ("--steps", "1"), ("--episodes", "1")) if option not in args
+             for x in (option, value)]
+    assert main(["compare", *args, *small]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
