@@ -228,7 +228,10 @@ class Adapter:
                     ax.plot(np.flatnonzero(mask[:, e]), obs[mask[:, e], e, self.velocity_index], linewidth=0.6, alpha=0.5)
             if self.navigation:
                 # the square goals are drawn from, the start (origin) and this task's goal
-                ax.add_patch(Rectangle((-0.5, -0.5), 1.0, 1.0, fill=False, edgecolor="0.7", linestyle=":"))
+                from envs.navigation import TASK_SPACE
+
+                low, high = TASK_SPACE["goal"].low, TASK_SPACE["goal"].high
+                ax.add_patch(Rectangle((low, low), high - low, high - low, fill=False, edgecolor="0.7", linestyle=":"))
                 ax.plot(0.0, 0.0, marker="o", color="black", markersize=4, linestyle="none")
                 ax.plot(*task["goal"], marker="*", color="red", markersize=12, linestyle="none")
                 ax.set_aspect("equal", adjustable="datalim")
