@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from metarl.errors import UserError
+
 TRAIN, EVALUATE, VALIDATE = 0, 1, 2
 MAX_SEED = 2**64 - 1  # the largest seed torch.Generator.manual_seed takes (a run seed initializes the network)
+
+
+def check_seed_key(name: str, value: int) -> None:
+    """The one-line error for a config seed outside ``[0, MAX_SEED]``."""
+    if not 0 <= value <= MAX_SEED:
+        raise UserError(f"config key {name!r} must be in [0, 2**64 - 1], got {value}")
 
 
 def derive_seed(stream: int, *keys: int) -> int:

@@ -31,7 +31,7 @@ from metarl import policies
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.provenance import record_machine
 from metarl.sampling import sample_episodes
-from metarl.seeding import MAX_SEED, TRAIN, derive_seed
+from metarl.seeding import TRAIN, check_seed_key, derive_seed
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.toml"
@@ -122,8 +122,7 @@ class TrainConfig:
             raise UserError(f"config key 'eval_tasks' must be >= 2, got {self.eval_tasks}")
         if self.eval_steps < 0:
             raise UserError(f"config key 'eval_steps' must be >= 0, got {self.eval_steps}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise UserError(f"config key 'seed' must be in [0, 2**64 - 1], got {self.seed}")
+        check_seed_key("seed", self.seed)
         positive_floats = ("inner_lr", "max_kl", "init_std", "later_lr_scale")
         for key in positive_floats:
             if not getattr(self, key) > 0 or not math.isfinite(getattr(self, key)):

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from metarl.errors import UserError
-from metarl.seeding import MAX_SEED
+from metarl.seeding import check_seed_key
 
 TASKS = ("sinusoid", "omniglot", "folders")
 ALGORITHMS = ("maml", "reptile", "pretrain")
@@ -84,8 +84,7 @@ class SupervisedConfig:
             if getattr(self, name) < 0:
                 raise UserError(f"config key {name!r} must be at least 0, got {getattr(self, name)}")
         for name in ("seed", "eval_seed"):
-            if not 0 <= getattr(self, name) <= MAX_SEED:
-                raise UserError(f"config key {name!r} must be in [0, 2**64 - 1], got {getattr(self, name)}")
+            check_seed_key(name, getattr(self, name))
         if self.ways < 2:
             raise UserError(f"config key 'ways' must be at least 2, got {self.ways}")
         for name in ("meta_lr", "inner_lr"):
