@@ -51,12 +51,12 @@ def adaptation_rollouts(env, policy, learner, params: dict[str, Tensor], tasks: 
 
 
 # A step-counted batch is padded to the task that collected the most episodes, and among many tasks that
-# one collects far more than the rest (1,000 navigation tasks: 537 episodes where 200 need at most 191), so
+# one collects far more than the rest (1,000 navigation tasks: 537 episodes where 200 need at most 207), so
 # its processing (returns, baseline features, advantages) and the inner step's policy activations would grow
 # with tasks x that count. Groups of at most TASK_GROUP tasks, each trimmed to its own widest task and
 # halved while they would hold more than GROUP_COLUMNS episode columns, bound it.
 TASK_GROUP = 200
-GROUP_COLUMNS = TASK_GROUP * 200  # tasks x episodes per group: 200 navigation tasks at 4,000 steps need 191
+GROUP_COLUMNS = TASK_GROUP * 200  # tasks x episodes per group (200 navigation2d_steps tasks at 4,000 steps: up to 207)
 
 
 def task_groups(collected: Tensor) -> list[slice]:

@@ -124,9 +124,10 @@ def test_task_groups_bound_the_tasks_and_the_padded_columns_of_each_group(monkey
     assert groups == [slice(0, 4), slice(4, 6), slice(6, 7), slice(7, 8), slice(8, 11)]
     for g in groups:
         assert g.stop - g.start <= 4 and ((g.stop - g.start) * int(collected[g].max()) <= 12 or g.stop - g.start == 1)
-    # with the defaults, 200 tasks of the paper's navigation test batches (191 episodes at most) stay one group
+    # with the defaults, 200 tasks up to 200 episodes wide stay one group; 201 wide, two
     monkeypatch.undo()
-    assert metarl.evaluation.task_groups(torch.full((200,), 191)) == [slice(0, 200)]
+    assert metarl.evaluation.task_groups(torch.full((200,), 200)) == [slice(0, 200)]
+    assert metarl.evaluation.task_groups(torch.full((200,), 201)) == [slice(0, 100), slice(100, 200)]
 
 
 @pytest.fixture(scope="module")
