@@ -81,7 +81,7 @@ def make_batched(env_id: str, num_envs: int, oracle: bool = False, **kwargs):
     _check_env_id(env_id)
     env = _BATCHED[env_id](num_envs, **kwargs)
     if oracle:
-        env = BatchedTaskObservation(env, list(_TASK_SPACES[env_id]), task_dim(env_id))
+        env = BatchedTaskObservation(env, task_keys(env_id), task_dim(env_id))
     return env
 
 
@@ -90,7 +90,7 @@ def make(env_id: str, oracle: bool = False, **kwargs) -> gym.Env:
     _check_env_id(env_id)
     env = gym.make(env_id, **kwargs)
     if oracle:
-        env = TaskObservation(env, list(_TASK_SPACES[env_id]), task_dim(env_id))
+        env = TaskObservation(env, task_keys(env_id), task_dim(env_id))
     return env
 
 
@@ -98,6 +98,12 @@ def sample_tasks(env_id: str, n: int, seed: int | None = None) -> list[dict]:
     """``n`` tasks of ``env_id``, the same as ``env.unwrapped.sample_tasks`` gives, without building an env."""
     _check_env_id(env_id)
     return _tasks.sample_tasks(_TASK_SPACES[env_id], n, seed)
+
+
+def task_keys(env_id: str) -> list[str]:
+    """The keys of ``env_id``'s tasks, in order (e.g. ``["goal"]``, ``["velocity"]``)."""
+    _check_env_id(env_id)
+    return list(_TASK_SPACES[env_id])
 
 
 def validate_task(env_id: str, task: dict) -> dict:
@@ -112,6 +118,7 @@ __all__ = [
     "make_batched",
     "task_dim",
     "sample_tasks",
+    "task_keys",
     "validate_task",
     "Navigation2DEnv",
     "BatchedNavigation2D",

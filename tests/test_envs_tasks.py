@@ -80,3 +80,10 @@ def test_navigation_goals_are_uniform_in_the_square_with_independent_coordinates
     goals = np.array([t["goal"] for t in envs.sample_tasks("metarl/Navigation2D-v0", 2000, seed=3)])
     assert abs(np.corrcoef(goals.T)[0, 1]) < 0.1
     assert abs(goals.mean()) < 0.03 and 0.27 < goals.std() < 0.31  # U(-0.5, 0.5): 1 / sqrt(12) = 0.289
+
+
+def test_task_keys_are_the_keys_of_every_sampled_task():
+    for env_id in envs.ENV_IDS:
+        keys = envs.task_keys(env_id)
+        assert keys and all(list(task) == keys for task in envs.sample_tasks(env_id, 3, seed=0))
+    assert envs.task_keys("metarl/Navigation2D-v0") == ["goal"]
