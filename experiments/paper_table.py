@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))  # run as a plain script from a checkout, installe
 import envs  # noqa: E402
 from metarl.cli import keep_freed_memory  # noqa: E402
 from metarl.checkpoint import load_checkpoint  # noqa: E402
-from metarl.compare import compare_runs, plot_curves  # noqa: E402
+from metarl.compare import compare_runs, plot_curves, step_headings  # noqa: E402
 from metarl.config import load_config  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
 from metarl.training import CHECKPOINT, METHODS, METRICS, TrainConfig, train  # noqa: E402
@@ -112,7 +112,7 @@ def markdown(row: str, result: dict[str, Any], runs: dict[str, dict[str, Any]], 
              command: str) -> str:
     """The paper-style table (ours beside the paper's numbers), then how each run was made."""
     steps = result["steps"]
-    heads = [f"{k} step{'s' if k != 1 else ''}" for k in range(steps + 1)]
+    heads = step_headings(steps)
     seeds = result.get("seeds", [result.get("seed")])
     draws = (f"evaluation seed {seeds[0]}" if len(seeds) == 1 else
              f"evaluation seeds {', '.join(map(str, seeds))}: {len(seeds)} draws of {result['tasks'] // len(seeds)} pooled")

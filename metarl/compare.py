@@ -148,12 +148,17 @@ def compare_runs(run_dirs: Sequence[str | Path], num_tasks: int | None = None, s
     return result
 
 
+def step_headings(steps: int) -> list[str]:
+    """``["0 steps", "1 step", "2 steps", ...]``: the columns of an adaptation table after 0..steps steps."""
+    return [f"{k} step{'s' if k != 1 else ''}" for k in range(steps + 1)]
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Mean return +- 95% CI of every method after 0..steps gradient steps, one row per method."""
     from metarl.evaluation import describe_batches, describe_draws
 
     width = max(len("method"), *(len(n) for n in result["methods"]))
-    cells = [f"{k} step{'s' if k != 1 else ''}" for k in range(result["steps"] + 1)]
+    cells = step_headings(result["steps"])
     lines = [f"{result['env']}: {result['tasks']} held-out tasks{describe_draws(result)}, {describe_batches(result)}, "
              "mean return +- 95% CI",
              f"{'method':<{width}}  " + "  ".join(f"{c:>16}" for c in cells) + "  step sizes"]
