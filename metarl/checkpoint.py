@@ -17,6 +17,7 @@ import signal
 import tempfile
 import threading
 import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -73,14 +74,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:  # torch.load does not check the archive's CRCs: flipped bytes in a tensor would load as wrong weights
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
+            # torch.load reads an entry flagged as a folder (a name ending in / or MS-DOS attribute 0x10) as empty,
+            # which loads as junk weights; a checkpoint holds no folders
+            folders = [info.filename for info in archive.infolist() if info.is_dir() or info.external_attr & 0x10]
     # a flipped bit in the zip index can also read as an unknown compression method or an encrypted entry
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError, zlib.error) as exc:
         raise UserError(f"checkpoint {path} is corrupt ({type(exc).__name__})") from None
     if damaged is not None:
         raise UserError(f"checkpoint {path} is corrupt (checksum mismatch in {damaged})")
+    if folders:
+        raise UserError(f"checkpoint {path} is corrupt (entry {folders[0]} marked as a folder)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, KeyError,
+            IndexError, zlib.error) as exc:
         reason = "holds objects other than tensors and plain values" if "Weights only" in str(exc) else type(exc).__name__
         raise UserError(f"checkpoint {path} is corrupt or not a metarl checkpoint ({reason})") from None
     if not isinstance(state, dict):

@@ -108,7 +108,7 @@ def test_check_env_and_render():
 def test_an_episode_ends_inside_the_goals_0_01_box_only():
     from envs.navigation import navigation_step
 
-    position = np.zeros((3, 2))
-    goals = np.array([[0.0, 0.0105], [0.0, 0.0095], [0.012, 0.0]])
-    _, _, terminated = navigation_step(position, np.zeros((3, 2)), goals)
-    assert terminated.tolist() == [False, True, False]
+    position = np.zeros((4, 2))
+    goals = np.array([[0.0, 0.0105], [0.0, 0.0095], [0.012, 0.0], [0.008, 0.008]])  # the last: in the box, not
+    _, _, terminated = navigation_step(position, np.zeros((4, 2)), goals)          # within 0.01 of the centre
+    assert terminated.tolist() == [False, True, False, True]

@@ -320,6 +320,13 @@ def test_symlinked_folders_are_read_and_macos_resource_forks_skipped(omniglot, t
     (linked / ".DS_Store").write_bytes(b"Bud1")
     direct, through_links = read_omniglot([one_dir], image_size=14), read_omniglot([linked], image_size=14)
     assert through_links.names == direct.names and len(direct) == 7
+    # a folder and a link to it, side by side: both are read, each under its own name (only cycles are cut)
+    both = tmp_path / "both" / "images_background"
+    both.mkdir(parents=True)
+    (both / "Greek").symlink_to(top / "Greek", target_is_directory=True)
+    (both / "Alias").symlink_to(top / "Greek", target_is_directory=True)
+    assert read_omniglot([both.parent], image_size=14).names == ["Alias/character01", "Alias/character02",
+                                                                 "Greek/character01", "Greek/character02"]
     for a, b in zip(direct.images, through_links.images):
         assert torch.equal(a, b)
     mac = tmp_path / "mac.zip"
@@ -338,6 +345,14 @@ def test_damaged_or_truncated_zip_archives_are_one_line_errors(omniglot, tmp_pat
     directory.write_bytes(data.replace(b"PK\x01\x02", b"PK\x09\x09", 1))
     with pytest.raises(UserError, match="directory.zip is not a readable zip archive"):
         read_omniglot([directory])
+    method = bytearray(data)  # an entry in a compression method zipfile cannot read (as Deflate64 from Windows)
+    entry = data.index(b"PK\x01\x02")
+    while entry != -1:  # every entry of the central directory
+        method[entry + 10:entry + 12] = (99).to_bytes(2, "little")
+        entry = data.find(b"PK\x01\x02", entry + 4)
+    (tmp_path / "method.zip").write_bytes(bytes(method))
+    with pytest.raises(UserError, match="cannot read .*method.zip:.*compression method"):
+        read_omniglot([tmp_path / "method.zip"])
     truncated = tmp_path / "truncated.zip"  # a download cut short
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match=r"truncated.zip is not a readable zip archive \(truncated or corrupt\?\)"):

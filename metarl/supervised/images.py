@@ -63,15 +63,17 @@ def _skipped(parts: Sequence[str]) -> bool:
 
 def _folder_images(source: Path) -> list[tuple[tuple[str, ...], Path]]:
     """Every image file under the folder ``source`` as (path parts below it, path), sorted by parts;
-    symlinked folders are followed (each real folder once, so a link cycle ends)."""
-    found, seen = [], set()
+    symlinked folders are followed like folders, except a link back to a folder above it (a cycle)."""
+    found, real_of = [], {}
     for folder, subfolders, files in os.walk(source, followlinks=True):
+        subfolders.sort()
+        here = Path(folder)
         real = os.path.realpath(folder)
-        if real in seen:
+        if real in {real_of[above] for above in here.parents if above in real_of}:
             subfolders[:] = []
             continue
-        seen.add(real)
-        below = Path(folder).relative_to(source).parts
+        real_of[here] = real
+        below = here.relative_to(source).parts
         for name in files:
             path = Path(folder, name)
             if name.lower().endswith(IMAGE_SUFFIXES) and not _skipped((*below, name)) and path.is_file():
@@ -156,7 +158,8 @@ def _read_classes(
                 continue
             try:
                 data = read()
-            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            # a damaged entry can also read as an unknown compression method (or Deflate64) or an encrypted one
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
                 raise UserError(f"cannot read {where} ({exc})") from None
             images.setdefault(key, {})[file] = _decode(data, where, image_size, grayscale, invert)
         if found == 0:
