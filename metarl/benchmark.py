@@ -22,6 +22,7 @@ distribution.
 from __future__ import annotations
 
 import time
+import tomllib
 from pathlib import Path
 
 import gymnasium as gym
@@ -45,8 +46,7 @@ def config_path(name: str) -> Path:
     path = EXPERIMENTS / f"{name}.toml"
     if not path.is_file():
         # the meta-RL configs (each names its env), not the supervised ones
-        known = sorted(p.stem for p in EXPERIMENTS.glob("*.toml")
-                       if any(line.split("=")[0].strip() == "env" for line in p.read_text().splitlines()))
+        known = sorted(p.stem for p in EXPERIMENTS.glob("*.toml") if "env" in tomllib.loads(p.read_text()))
         raise UserError(f"unknown experiment {name!r} (known: {', '.join(known)}) or give a .toml path")
     return path
 

@@ -55,10 +55,9 @@ def choose_step_size(config: TrainConfig, params: dict[str, Tensor], steps: int,
     Returns the chosen step size and every candidate's validation mean return. Validation tasks
     and rollouts come from the ``VALIDATE`` stream, so they never coincide with the held-out ones.
     """
-    import envs
-    from metarl.evaluation import adaptation_returns
+    from metarl.evaluation import adaptation_returns, held_out_tasks
 
-    tasks = envs.sample_tasks(config.env, num_tasks, seed=derive_seed(VALIDATE, seed, 0))
+    tasks = held_out_tasks(config.env, num_tasks, seed, stream=VALIDATE)
     rollout_seed = derive_seed(VALIDATE, seed, 1)
     scores = {}
     for scale in scales:

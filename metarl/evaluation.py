@@ -140,11 +140,12 @@ def protocol(config: TrainConfig, num_tasks: int | None, steps: int | None, epis
     return num_tasks, steps, episodes
 
 
-def held_out_tasks(env_id: str, num_tasks: int, seed: int) -> list[dict]:
-    """Evaluation seed ``seed``'s draw of ``num_tasks`` tasks (a stream training never uses)."""
+def held_out_tasks(env_id: str, num_tasks: int, seed: int, stream: int = EVALUATE) -> list[dict]:
+    """Seed ``seed``'s draw of ``num_tasks`` tasks from ``stream`` (``EVALUATE``: the held-out tasks;
+    ``VALIDATE``: the baselines' step-size tasks), streams training never uses."""
     import envs
 
-    return envs.sample_tasks(env_id, num_tasks, seed=derive_seed(EVALUATE, seed, 0))
+    return envs.sample_tasks(env_id, num_tasks, seed=derive_seed(stream, seed, 0))
 
 
 def check_seeds(seeds: Sequence[int]) -> None:

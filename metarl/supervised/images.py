@@ -253,20 +253,29 @@ def check_disjoint(train: ImageClasses, test: ImageClasses) -> None:
         raise UserError(f"{shared[0]!r} is in both the train and the test split ({len(shared)} shared in all)")
 
 
+def check_task_size(classes: ImageClasses, shots: int, query: int, query_key: str = "query", split: str = "") -> None:
+    """The one-line error when a class of ``classes`` holds fewer than ``shots + query`` images; the
+    message names the config key of ``query`` and the split (``"test"``, ...)."""
+    smallest = min(len(x) for x in classes.images)
+    if shots + query > smallest:
+        raise UserError(f"shots + {query_key} = {shots} + {query} exceeds the {smallest} images of the smallest "
+                        f"{split + ' ' if split else ''}class")
+
+
 def sample_image_tasks(
-    classes: ImageClasses, n_tasks: int, ways: int, shots: int, query: int, generator: torch.Generator
+    classes: ImageClasses, n_tasks: int, ways: int, shots: int, query: int, generator: torch.Generator,
+    query_key: str = "query", split: str = "",
 ) -> TaskBatch:
     """``n_tasks`` N-way K-shot tasks: ``support_x [T, N*K, C, H, W]``, ``query_x [T, N*Q, C, H, W]``.
 
     Each task draws ``ways`` distinct classes in random order (label i = i-th drawn
     class) and, per class, ``shots + query`` distinct images; examples are grouped
-    by label (``support_y = [0]*K + [1]*K + ...``).
+    by label (``support_y = [0]*K + [1]*K + ...``). ``query_key`` and ``split`` name the
+    query size's config key and the split in the error for classes too small.
     """
     if ways > len(classes):
         raise UserError(f"{ways}-way tasks need {ways} classes, the split has {len(classes)}")
-    smallest = min(len(x) for x in classes.images)
-    if shots + query > smallest:
-        raise UserError(f"shots + query = {shots + query} exceeds the {smallest} images of the smallest class")
+    check_task_size(classes, shots, query, query_key, split)
     support, queries = [], []
     for _ in range(n_tasks):
         chosen = torch.randperm(len(classes), generator=generator)[:ways].tolist()

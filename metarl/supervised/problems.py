@@ -20,6 +20,7 @@ from metarl.supervised.images import (
     ImageClasses,
     base_name,
     check_disjoint,
+    check_task_size,
     random_affine,
     read_image_folders,
     read_omniglot,
@@ -113,7 +114,7 @@ def image_problem(config: SupervisedConfig) -> Problem:
         return random_affine(x, generator, config.augment_rotation, config.augment_shift, config.augment_scale)
 
     def sample_train(n: int, generator: torch.Generator) -> TaskBatch:
-        tasks = sample_image_tasks(train, n, config.ways, config.shots, config.query, generator)
+        tasks = sample_image_tasks(train, n, config.ways, config.shots, config.query, generator, "query", "train")
         return TaskBatch(augment(tasks.support_x, generator), tasks.support_y,
                          augment(tasks.query_x, generator), tasks.query_y)
 
@@ -134,25 +135,17 @@ def image_problem(config: SupervisedConfig) -> Problem:
             raise UserError(f"the {name} split has {len(classes)} classes, fewer than ways = {config.ways}")
         return classes
 
-    def check_images(classes: ImageClasses, name: str, shots: int, query: int, query_key: str) -> None:
-        smallest = min(len(x) for x in classes.images)
-        if shots + query > smallest:
-            raise UserError(f"shots + {query_key} = {shots} + {query} exceeds the {smallest} images of the smallest "
-                            f"{name} class")
-
     check(train, "train"), check(test, "test")
     # before anything is written: a run that could train but never be evaluated is refused up front
     if not pretrain:  # the pretrained baseline trains on batches of images, not tasks
-        check_images(train, "train", config.shots, config.query, "query")
-    check_images(test, "test", config.shots, config.eval_query, "eval_query")
+        check_task_size(train, config.shots, config.query, "query", "train")
+    check_task_size(test, config.shots, config.eval_query, "eval_query", "test")
     as_read = [i for i, name in enumerate(train.names) if base_name(name) == name]  # no mirrors or rotations
     validation = ImageClasses([train.names[i] for i in as_read], [train.images[i] for i in as_read])
 
     def held_out(classes: ImageClasses, name: str) -> Callable[[int, torch.Generator, int], TaskBatch]:
-        def sample(n: int, generator: torch.Generator, shots: int) -> TaskBatch:
-            check_images(classes, name, shots, config.eval_query, "eval_query")  # shots may differ from the config's
-            return sample_image_tasks(classes, n, config.ways, shots, config.eval_query, generator)
-        return sample
+        return lambda n, g, shots: sample_image_tasks(classes, n, config.ways, shots, config.eval_query, g,
+                                                      "eval_query", name)
 
     return Problem(
         loss_fn=cross_entropy_loss,
