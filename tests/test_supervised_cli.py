@@ -94,6 +94,14 @@ def test_figure_is_written(maml_run, tmp_path, capsys):
         ("eval_seed = -3\n", "error: config key 'eval_seed' must be in [0, 2**64 - 1], got -3"),
         ("task = 'folders'\ntrain_data = ['a']\ntest_data = ['b']\nvmap_tasks = true\n",
          "error: config key 'vmap_tasks' must be false for second-order MAML on images: torch.func.vmap gives wrong"),
+        ("algorithm = 'reptile'\nfirst_order = true\n",
+         "error: config key 'first_order' applies to algorithm 'maml' only; this config has task 'sinusoid' and "
+         "algorithm 'reptile'"),
+        ("algorithm = 'pretrain'\ninner_steps = 5\n", "error: config key 'inner_steps' applies to algorithms 'maml' and"),
+        ("filters = 32\n", "error: config key 'filters' applies to image tasks only"),
+        ("rotations = false\n", "error: config key 'rotations' applies to image tasks only"),
+        ("task = 'folders'\ntrain_data = ['a']\ntest_data = ['b']\nhidden_sizes = [10]\n",
+         "error: config key 'hidden_sizes' applies to task 'sinusoid' only"),
         ("seed = 18446744073709551616\n", "error: config key 'seed' must be in [0, 2**64 - 1], got 18446744073709551616"),
     ],
 )

@@ -167,7 +167,7 @@ def test_augmentation_changes_training_draws_only(omniglot):
     assert torch.equal(test_p.support_x, test_a.support_x) and torch.equal(test_p.query_x, test_a.query_x)
     with pytest.raises(UserError, match="'augment_scale' must be in \\[0, 1\\), got 1.5"):
         SupervisedConfig(**base, augment_scale=1.5).validate()
-    with pytest.raises(UserError, match="apply to image tasks only"):
+    with pytest.raises(UserError, match="'mirrors' applies to image tasks only"):
         SupervisedConfig(mirrors=True).validate()
 
 
@@ -405,6 +405,8 @@ def test_cli_names_a_missing_data_file(omniglot, tmp_path, capsys):
 @pytest.mark.parametrize("key, value, message", [
     ("eval_query", "10", "shots + eval_query = 1 + 10 exceeds the 4 images of the smallest test class"),
     ("query", "4", "shots + query = 1 + 4 exceeds the 4 images of the smallest train class"),
+    ("ways", "6", "6-way tasks need 6 classes, the test split has 5"),
+    ("ways", "29", "29-way tasks need 29 classes, the train split has 28"),  # 7 characters x 4 rotations
 ])
 def test_task_sizes_the_classes_cannot_fill_are_refused_before_training(omniglot, tmp_path, capsys, key, value, message):
     # the default eval_query (100, the sinusoid's) would otherwise train a run that can never be evaluated

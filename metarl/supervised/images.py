@@ -253,9 +253,15 @@ def check_disjoint(train: ImageClasses, test: ImageClasses) -> None:
         raise UserError(f"{shared[0]!r} is in both the train and the test split ({len(shared)} shared in all)")
 
 
-def check_task_size(classes: ImageClasses, shots: int, query: int, query_key: str = "query", split: str = "") -> None:
-    """The one-line error when a class of ``classes`` holds fewer than ``shots + query`` images; the
-    message names the config key of ``query`` and the split (``"test"``, ...)."""
+def check_task_size(
+    classes: ImageClasses, ways: int, shots: int, query: int, query_key: str = "query", split: str = "",
+) -> None:
+    """The one-line error when ``classes`` cannot make a ``ways``-way task of ``shots + query`` images per
+    class (too few classes, or a class too small); the message names the config key of ``query`` and the
+    split (``"test"``, ...)."""
+    if ways > len(classes):
+        raise UserError(f"{ways}-way tasks need {ways} classes, the {split + ' ' if split else ''}split has "
+                        f"{len(classes)}")
     smallest = min(len(x) for x in classes.images)
     if shots + query > smallest:
         raise UserError(f"shots + {query_key} = {shots} + {query} exceeds the {smallest} images of the smallest "
@@ -273,9 +279,7 @@ def sample_image_tasks(
     by label (``support_y = [0]*K + [1]*K + ...``). ``query_key`` and ``split`` name the
     query size's config key and the split in the error for classes too small.
     """
-    if ways > len(classes):
-        raise UserError(f"{ways}-way tasks need {ways} classes, the split has {len(classes)}")
-    check_task_size(classes, shots, query, query_key, split)
+    check_task_size(classes, ways, shots, query, query_key, split)
     support, queries = [], []
     for _ in range(n_tasks):
         chosen = torch.randperm(len(classes), generator=generator)[:ways].tolist()

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metarl.adaptation import Params
-from metarl.errors import UserError
 from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.images import (
     ImageClasses,
@@ -130,16 +129,11 @@ def image_problem(config: SupervisedConfig) -> Problem:
         head = params["out.weight"]
         return {**params, "out.weight": head.new_zeros(config.ways, head.shape[1]), "out.bias": head.new_zeros(config.ways)}
 
-    def check(classes: ImageClasses, name: str) -> ImageClasses:
-        if len(classes) < config.ways:
-            raise UserError(f"the {name} split has {len(classes)} classes, fewer than ways = {config.ways}")
-        return classes
-
-    check(train, "train"), check(test, "test")
-    # before anything is written: a run that could train but never be evaluated is refused up front
-    if not pretrain:  # the pretrained baseline trains on batches of images, not tasks
-        check_task_size(train, config.shots, config.query, "query", "train")
-    check_task_size(test, config.shots, config.eval_query, "eval_query", "test")
+    # before anything is written: a run that could train but never be evaluated is refused up front (the
+    # pretrained baseline trains on batches of images, not tasks: its training classes need only the ways)
+    train_shots, train_query = (0, 0) if pretrain else (config.shots, config.query)
+    check_task_size(train, config.ways, train_shots, train_query, "query", "train")
+    check_task_size(test, config.ways, config.shots, config.eval_query, "eval_query", "test")
     as_read = [i for i, name in enumerate(train.names) if base_name(name) == name]  # no mirrors or rotations
     validation = ImageClasses([train.names[i] for i in as_read], [train.images[i] for i in as_read])
 
