@@ -1,5 +1,6 @@
 """docs/config.md lists every config key with its current default."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,24 @@ def test_every_key_is_documented_with_its_default(schema, section):
     for key, value in defaults.items():
         expected = "unset" if value is None else f"`{dump_toml({key: value}).split(' = ', 1)[1].strip()}`"
         assert documented[key] == expected, key
+
+
+def _help_texts(parser) -> list[str]:
+    """Every option's help string of ``parser`` and its subcommands."""
+    texts = []
+    for action in parser._actions:
+        texts.append(action.help or "")
+        for sub in getattr(action, "choices", None) or {}:
+            if hasattr(action.choices[sub], "_actions"):
+                texts += _help_texts(action.choices[sub])
+    return texts
+
+
+def test_cli_help_names_the_config_defaults_it_quotes():
+    # cli.py builds its parser without importing torch, so the help repeats a few defaults as numbers
+    from metarl.cli import build_parser
+
+    quoted = [m for text in _help_texts(build_parser()) for m in re.finditer(r"the config's (\w+), ([\d.]+)\)", text)]
+    assert len(quoted) >= 4  # evaluate's --tasks/--steps/--episodes, adapt's --episodes
+    for match in quoted:
+        assert str(getattr(TrainConfig(), match[1])) == match[2], match[0]
