@@ -106,6 +106,9 @@ def test_adaptation_curve_steps_and_endpoints():
         assert curve[i, 4].item() == pytest.approx(mse_loss(adapted, qx, qy).item())
     ends = adaptation_curve(mse_loss, mse_loss, params, tasks, 0.05, 4, vmap_tasks=False, record_every_step=False)
     torch.testing.assert_close(ends, curve[:, [0, 4]])
+    # without steps the endpoints are still two columns (before and "after"), the same value
+    none = adaptation_curve(mse_loss, mse_loss, params, tasks, 0.05, 0, vmap_tasks=True, record_every_step=False)
+    assert none.shape == (3, 2) and torch.equal(none[:, 0], none[:, 1])
     # scored on the support set itself, small gradient steps must lower the loss at every step
     on_support = adaptation_curve(mse_loss, mse_loss, params, TaskBatch(tasks[0], tasks[1], tasks[0], tasks[1]),
                                   0.01, 4, vmap_tasks=True)
@@ -117,6 +120,7 @@ def test_sinusoid_tasks_follow_the_definition():
     assert tasks.support_x.shape == (200, 10, 1) and tasks.query_y.shape == (200, 7, 1)
     torch.testing.assert_close(tasks.support_y, amplitude[:, None, None] * torch.sin(tasks.support_x - phase[:, None, None]))
     assert 0.1 <= amplitude.min() and amplitude.max() <= 5.0 and 0 <= phase.min() and phase.max() <= math.pi
+    assert amplitude.min() < 0.6 and amplitude.max() > 4.5  # the whole range [0.1, 5], not a part of it
     assert -5 <= tasks.query_x.min() and tasks.query_x.max() <= 5 and tasks.query_x.std() > 2.5
 
 
@@ -132,3 +136,28 @@ def test_convnet_is_the_papers_size_and_uses_batch_statistics():
     assert not torch.allclose(convnet_forward(params, x[:3]), logits[:3])
     y = logits.argmax(-1)
     assert accuracy(params, x, y).item() == 1.0
+
+
+def test_initializations_are_torchs_defaults():
+    # MLP: nn.Linear's U(+-1/sqrt(fan_in)); conv: He-uniform U(+-sqrt(6/fan_in)); batch norm: scale 1, shift 0
+    w = init_mlp([1, 40, 40, 1], torch.Generator().manual_seed(0))["fc1.weight"]
+    assert 0.9 / math.sqrt(40) < w.abs().max() <= 1 / math.sqrt(40) and w.min() < 0
+    p = init_convnet(1, 28, 5, torch.Generator().manual_seed(0))
+    bound = math.sqrt(6 / 9)  # first conv: 1 channel x 3 x 3
+    assert 0.95 * bound < p["conv0.weight"].abs().max() <= bound and p["conv0.weight"].min() < 0
+    assert torch.equal(p["bn0.weight"], torch.ones(64)) and torch.equal(p["bn0.bias"], torch.zeros(64))
+
+
+def test_convnet_forward_equals_the_torch_nn_network_it_describes():
+    params = init_convnet(1, 8, 3, torch.Generator().manual_seed(1), filters=4, blocks=2)
+    layers = []
+    for i, channels in enumerate([1, 4]):  # 3x3 conv with stride 2, batch norm on batch statistics, ReLU
+        conv, norm = torch.nn.Conv2d(channels, 4, 3, stride=2, padding=1), torch.nn.BatchNorm2d(4, track_running_stats=False)
+        conv.weight.data, conv.bias.data = params[f"conv{i}.weight"], params[f"conv{i}.bias"]
+        norm.weight.data, norm.bias.data = params[f"bn{i}.weight"], params[f"bn{i}.bias"]
+        layers += [conv, norm, torch.nn.ReLU()]
+    head = torch.nn.Linear(4 * conv_feature_size(8, 2) ** 2, 3)
+    head.weight.data, head.bias.data = params["out.weight"], params["out.bias"]
+    reference = torch.nn.Sequential(*layers, torch.nn.Flatten(), head)
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(convnet_forward(params, x), reference(x))

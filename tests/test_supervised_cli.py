@@ -13,6 +13,7 @@ from metarl.errors import UserError
 from metarl.provenance import MACHINE
 from metarl.supervised.config import SupervisedConfig
 from metarl.supervised.evaluate import evaluate, load_run
+from metarl.supervised.problems import make_problem
 from metarl.supervised.train import train
 
 TINY = ["iterations=100", "meta_batch_size=8", "hidden_sizes=[16,16]", "eval_tasks=40", "eval_query=20",
@@ -180,13 +181,17 @@ def test_sigterm_saves_the_last_completed_iteration_and_frees_the_run(tmp_path, 
 
     monkeypatch.setattr(train_module, "maml_meta_gradient", killed)
     config = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=6", "checkpoint_every=100"])
-    handler_before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "run", progress=False)
+    # a known handler before, whatever an earlier training in this process may have left
+    original = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(config, tmp_path / "run", progress=False)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+    finally:
+        signal.signal(signal.SIGTERM, original)
     _, state = load_run(tmp_path / "run")
     assert state["iteration"] == 2  # the handler runs before iteration 3's update: iteration 2 is the last completed
     assert not (tmp_path / "run" / LOCK).exists()
-    assert signal.getsignal(signal.SIGTERM) is handler_before
 
 
 def test_interrupt_saves_the_last_completed_iteration_and_resume_matches(tmp_path, monkeypatch):
@@ -213,6 +218,80 @@ def test_interrupt_saves_the_last_completed_iteration_and_resume_matches(tmp_pat
         assert torch.equal(resumed[k], straight[k]), k
 
 
+def _logged_iterations(run):
+    return [json.loads(line)["iteration"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_crash_keeps_the_last_checkpoint_and_resume_logs_each_iteration_once(tmp_path, monkeypatch):
+    import metarl.supervised.train as train_module
+
+    real, calls = train_module.maml_meta_gradient, {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("power cut")  # not an interrupt: nothing is saved at the crash
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "maml_meta_gradient", crashing)
+    config = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=5", "log_every=1", "checkpoint_every=2"])
+    with pytest.raises(RuntimeError):
+        train(config, tmp_path / "r", progress=False)
+    assert load_run(tmp_path / "r")[1]["iteration"] == 2  # the periodic checkpoint
+    assert _logged_iterations(tmp_path / "r") == [1, 2, 3]  # iteration 3 was logged after it
+    monkeypatch.setattr(train_module, "maml_meta_gradient", real)
+    train(config, tmp_path / "r", progress=False, resume=True)
+    assert _logged_iterations(tmp_path / "r") == [1, 2, 3, 4, 5]  # the row past the checkpoint dropped, then redone
+
+
+def test_the_last_log_window_is_written_even_when_short(tmp_path):
+    train(load_config(SupervisedConfig, None, TINY[1:] + ["iterations=5", "log_every=2"]), tmp_path / "r", progress=False)
+    assert _logged_iterations(tmp_path / "r") == [2, 4, 5]
+
+
+def test_an_interrupt_after_an_update_saves_that_iteration(tmp_path, monkeypatch):
+    # Ctrl-C while the progress bar updates: the iteration's step is applied, so it is the one saved
+    import metarl.supervised.train as train_module
+
+    class InterruptedBar(train_module.tqdm):
+        updates = 0
+
+        def update(self, n=1):
+            InterruptedBar.updates += 1
+            if InterruptedBar.updates == 3:
+                raise KeyboardInterrupt
+            return super().update(n)
+
+    monkeypatch.setattr(train_module, "tqdm", InterruptedBar)
+    config = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=6", "checkpoint_every=100"])
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "r", progress=False)
+    assert load_run(tmp_path / "r")[1]["iteration"] == 3
+
+
+def test_a_checkpoint_without_sampler_state_resumes_from_the_derived_draws(tmp_path, monkeypatch, capsys):
+    # checkpoints written before the sampler state was saved: the next iteration's tasks come from
+    # (seed, iteration), not from the start of the stream again
+    import metarl.supervised.train as train_module
+    from metarl.checkpoint import load_checkpoint, save_checkpoint
+    from metarl.seeding import TRAIN, derive_seed
+
+    config = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=2"])
+    train(config, tmp_path / "r", progress=False)
+    state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+    for key in ("generator", "torch_rng", "optimizer"):
+        del state[key]
+    save_checkpoint(state, tmp_path / "r" / "checkpoint.pt")
+    seen, real = [], train_module.maml_meta_gradient
+    monkeypatch.setattr(train_module, "maml_meta_gradient",
+                        lambda loss_fn, params, tasks, *rest: seen.append(tasks) or real(loss_fn, params, tasks, *rest))
+    train(load_config(SupervisedConfig, None, TINY[1:] + ["iterations=3"]), tmp_path / "r", progress=False, resume=True)
+    assert "predates saved optimizer and sampler state" in capsys.readouterr().err
+    expected = make_problem(config).sample_train(config.meta_batch_size,
+                                                 torch.Generator().manual_seed(derive_seed(TRAIN, config.seed, 2)))
+    assert torch.equal(seen[0].support_x, expected.support_x)
+
+
 def test_resuming_a_finished_run_changes_none_of_its_files(tmp_path, capsys):
     config = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=2"])
     trained = train(config, tmp_path / "r", progress=False)
@@ -231,6 +310,11 @@ def test_a_reptile_run_refuses_a_new_iteration_count_on_resume(tmp_path):
         train(load_config(SupervisedConfig, None, reptile + ["iterations=4"]), tmp_path / "r", progress=False, resume=True)
     # the same count resumes
     train(load_config(SupervisedConfig, None, reptile + ["iterations=2"]), tmp_path / "r", progress=False, resume=True)
+    # the decay starts at the full step: a one-iteration run still moves the initialization
+    one = load_config(SupervisedConfig, None, reptile + ["iterations=1", "meta_lr=0.5"])
+    init = make_problem(one).init_params(torch.Generator().manual_seed(one.seed))
+    moved = train(one, tmp_path / "one", progress=False)
+    assert not torch.equal(moved["fc0.weight"], init["fc0.weight"])
 
 
 def test_meta_lr_decay_added_on_resume_matches_a_run_with_that_schedule(tmp_path):
@@ -248,6 +332,10 @@ def test_meta_lr_decay_added_on_resume_matches_a_run_with_that_schedule(tmp_path
         assert torch.equal(resumed[k], straight[k]), k
     late = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=10", "meta_lr_milestones=[3]"])
     with pytest.raises(UserError, match="meta_lr schedule .* iteration 4"):
+        train(late, tmp_path / "b", progress=False, resume=True)
+    # a milestone one before the saved iteration (8) changes only that iteration's step: refused too
+    late = load_config(SupervisedConfig, None, TINY[1:] + ["iterations=10", "meta_lr_milestones=[5, 7]"])
+    with pytest.raises(UserError, match="meta_lr schedule .* at iteration 8, which is already trained"):
         train(late, tmp_path / "b", progress=False, resume=True)
 
 
@@ -295,7 +383,8 @@ def test_several_test_step_sizes_are_chosen_on_validation_tasks(maml_run, tmp_pa
     assert chosen["inner_lr"] == min(lrs[1:], key=scores.get)
     single = evaluate(config, params, steps=3, inner_lrs=[chosen["inner_lr"]])
     assert "validation" not in single and single["mse"] == chosen["mse"]  # the test tasks scored with the choice
-    assert scores[chosen["inner_lr"]] != chosen["mse"][-1]  # validation tasks are not the held-out ones
+    # validation tasks are not the held-out ones (compared on as many tasks, so a shared draw would show)
+    assert scores[chosen["inner_lr"]] != evaluate(config, params, tasks=20, steps=3, inner_lrs=[chosen["inner_lr"]])["mse"][-1]
     assert evaluate(config, params, steps=3)["inner_lr"] == config.inner_lr
     run = tmp_path / "run"
     run.mkdir()
@@ -318,6 +407,20 @@ def test_several_test_step_sizes_are_chosen_on_validation_tasks(maml_run, tmp_pa
     assert capsys.readouterr().err == "error: test step sizes must be positive numbers, got [0.02, -1.0]\n"
     assert main(["supervised", "evaluate", str(run), "--inner-lr", "0.02", "nan"]) == 2
     assert capsys.readouterr().err == "error: test step sizes must be positive numbers, got [0.02, nan]\n"
+    assert main(["supervised", "evaluate", str(run), "--inner-lr", "0"]) == 2  # a step of 0 is no adaptation
+    assert capsys.readouterr().err == "error: test step sizes must be positive numbers, got [0.0]\n"
     for option, value, least in (("--tasks", "0", 1), ("--shots", "0", 1), ("--steps", "-1", 0), ("--val-tasks", "0", 1)):
         assert main(["supervised", "evaluate", str(run), option, value]) == 2  # the option it names, not a list of all
         assert capsys.readouterr().err == f"error: {option} must be >= {least}, got {value}\n"
+
+
+def test_held_out_scores_cover_exactly_the_tasks_asked_for(maml_run):
+    # tasks are scored in chunks of CHUNK; a count that is not a multiple must not be rounded up to one
+    from metarl.supervised.evaluate import CHUNK, _scores
+    from metarl.supervised.problems import make_problem
+
+    _, config, params = maml_run
+    problem = make_problem(config)
+    for n in (7, CHUNK + 3):
+        scores = _scores(problem, params, problem.sample_test, n, 0, config.shots, config.inner_lr, 2, True, "test")
+        assert scores.shape == (n, 3)

@@ -98,6 +98,8 @@ def test_rotations_are_extra_classes():
     corners = [tuple(torch.nonzero(img[0, 0]).tolist()[0]) for img in rotated.images]
     assert corners == [(0, 0), (3, 0), (3, 3), (0, 3)]
     assert [base_name(n) for n in rotated.names] == ["a"] * 4
+    # a character whose own name is a suffix's word is not a copy of anything
+    assert base_name("mirror") == "mirror" and base_name("rot90") == "rot90"
 
 
 def test_mirrors_then_rotations_are_extra_classes_of_the_same_character(omniglot):
@@ -150,6 +152,8 @@ def test_random_affine_is_seeded_bounded_and_off_at_zero():
     # rotation and zoom act about the centre, so the pixel moves only by the shift (<= 2 per axis)
     assert (centre_r - 4).abs().max() <= 2.01 and (centre_c - 4).abs().max() <= 2.01
     assert (centre_r - 4).abs().max() > 0.5  # and it does move
+    # the two axes are shifted independently, not along one diagonal
+    assert ((centre_r - 4) - (centre_c - 4)).abs().max() > 1.0
 
 
 def test_augmentation_changes_training_draws_only(omniglot):
@@ -219,6 +223,15 @@ def test_folder_per_class_reader(tmp_path):
     assert classes.names == ["n00", "n01"]
     assert classes.images[0].shape == (3, 3, 8, 8)
     assert classes.images[0][:, 0].mean() > 0.95 and classes.images[0][:, 2].mean() < 0.05  # red stays red
+    # rows stay rows: an image red on the left and blue on the right reads so in [channel, row, column]
+    halves = np.zeros((8, 8, 3), np.uint8)
+    halves[:, :4, 0], halves[:, 4:, 2] = 255, 255
+    (tmp_path / "halves" / "c").mkdir(parents=True)
+    Image.fromarray(halves).save(tmp_path / "halves" / "c" / "0.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "halves" / "stray.png")  # a file beside the class folders
+    read = read_image_folders([tmp_path / "halves"], image_size=8)
+    assert read.names == ["c"]  # the stray file is no class
+    assert read.images[0][0, 0, :, :3].min() > 0.9 and read.images[0][0, 2, :, 5:].min() > 0.9
     gray = read_image_folders([zip_folder(tmp_path / "train", tmp_path / "t.zip")], image_size=8, grayscale=True)
     assert gray.images[1].shape == (3, 1, 8, 8)
 
@@ -243,6 +256,10 @@ def test_16_bit_greys_are_scaled_not_clipped(tmp_path):
     image = read_image_folders([tmp_path / "set"], image_size=16, grayscale=True).images[0][0, 0]
     assert image[:, 0].max() < 0.01 and image[:, -1].min() > 0.99
     assert 0.4 < image.mean() < 0.6  # clipping at 255 of 65535 had made it almost all white
+    # mid grey is 128 of 255: the high byte, not the value modulo 256 (the ramp's steps of 17 * 257 hide that)
+    Image.fromarray(np.full((8, 8), 0x8000, np.uint16)).save(folder / "0.png")
+    image = read_image_folders([tmp_path / "set"], image_size=8, grayscale=True).images[0]
+    assert image.mean().item() == pytest.approx(128 / 255, abs=1e-3)
 
 
 def test_task_sampler_shapes_labels_and_distinct_examples(omniglot):
@@ -264,6 +281,13 @@ def test_task_sampler_shapes_labels_and_distinct_examples(omniglot):
         sample_image_tasks(classes, 1, 3, 2, 3, torch.Generator())
     with pytest.raises(UserError, match="8-way tasks need 8 classes"):
         sample_image_tasks(classes, 1, 8, 1, 1, torch.Generator())
+    sample_image_tasks(classes, 1, 7, 1, 1, torch.Generator())  # as many ways as classes is fine
+    # over many tasks every class is drawn, and with several shots the labels stay grouped with their images
+    tasks = sample_image_tasks(classes, 20, 3, 2, 1, torch.Generator().manual_seed(0))
+    support_class = tasks.support_x[:, :, 0, 0, 0] // 1000
+    assert set(support_class.flatten().tolist()) == set(range(7))
+    assert tasks.support_y.tolist() == [[0, 0, 1, 1, 2, 2]] * 20
+    assert (support_class[:, 0::2] == support_class[:, 1::2]).all()
 
 
 def test_bad_data_paths_are_one_line_errors(tmp_path):
@@ -391,6 +415,15 @@ def test_cli_trains_and_evaluates_an_image_run(omniglot, tmp_path, capsys, algor
     other = json.loads(capsys.readouterr().out)
     assert other["shots"] == 2 and other["steps"] == 0 and other["accuracy"] == other["accuracy_before"]
     assert json.loads((run / "evaluation_2shot_0steps.json").read_text()) == other
+    if algorithm == "pretrain":
+        # the all-class head is replaced by a zero 3-way head: before fine-tuning every logit ties, argmax says
+        # class 0, and the balanced query sets score exactly 1/3; fine-tuning moves it
+        assert result["accuracy_before"] == pytest.approx(1 / 3) and result["accuracy"] != pytest.approx(1 / 3)
+    # of several test step sizes, the one with the best validation accuracy is used
+    assert main(["supervised", "evaluate", str(run), "--json", "--inner-lr", "0.001", "0.4", "4", "--val-tasks", "4"]) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    scores = {float(k): v for k, v in chosen["validation"]["scores"].items()}
+    assert len(set(scores.values())) == 3 and chosen["inner_lr"] == max(scores, key=scores.get)
 
 
 def test_cli_names_a_missing_data_file(omniglot, tmp_path, capsys):

@@ -111,6 +111,27 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("error: checkpoint") and "corrupt" in err and "\n" not in err
 
 
+def test_checkpoints_of_other_objects_are_refused_unread(tmp_path):
+    # torch.load(weights_only=True): a pickled object other than tensors and plain values is never built
+    from pathlib import PurePosixPath
+
+    torch.save({"params": PurePosixPath("not/a/tensor")}, tmp_path / "object.pt")
+    with pytest.raises(UserError, match="holds objects other than tensors and plain values"):
+        load_checkpoint(tmp_path / "object.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(UserError, match="is not a metarl checkpoint \\(no state dict\\)"):
+        load_checkpoint(tmp_path / "list.pt")
+
+
+def test_resume_drops_log_rows_past_the_checkpoint_and_damaged_ones(tmp_path):
+    from metarl.checkpoint import drop_log_rows_after
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"iteration": 1}\nnull\n{"iteration": null}\n{"iteration": 2}\n{"iteration": 3}\n{"itera')
+    drop_log_rows_after(log, 2)
+    assert log.read_text() == '{"iteration": 1}\n{"iteration": 2}\n'
+
+
 def test_a_checkpoint_round_trips_with_an_ordinary_files_mode_and_no_temporary_file_left(tmp_path):
     (tmp_path / ".c.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # a write a crash cut short
     save_checkpoint({"iteration": 3, "params": {"w": torch.arange(3.0)}}, tmp_path / "c.pt")

@@ -19,6 +19,13 @@ def test_conjugate_gradient_solves_spd_system():
     x2, ax2 = conjugate_gradient(lambda v: a @ v, b, iters=2)
     assert (a @ x2 - b).norm() < 0.9 * b.norm()
     torch.testing.assert_close(ax2, a @ x2)
+    # cg_iters counts Fisher-vector products exactly (each costs a pass over the batch)
+    calls = []
+    conjugate_gradient(lambda v: calls.append(1) or a @ v, b, iters=3)
+    assert len(calls) == 3
+    # a small gradient (late in training) is solved as well, not cut short by an absolute tolerance
+    x, _ = conjugate_gradient(lambda v: a @ v, 1e-4 * b, iters=10)
+    torch.testing.assert_close(x, torch.linalg.solve(a, 1e-4 * b))
 
 
 def test_flatten_unflatten_round_trip():
@@ -60,6 +67,8 @@ def test_line_search_rejects_loss_increase_and_kl_violation():
     evaluate, _ = _quadratic(full_step=1.0, kl_scale=1e9)  # improves but every candidate breaks the bound
     result = backtracking_line_search(evaluate, 0.0, max_kl=0.01, ratio=0.8, max_steps=15)
     assert not result.accepted and result.steps == 15
+    # the bound is inclusive: a step whose KL equals max_kl is accepted
+    assert backtracking_line_search(lambda f: (-1.0, 0.5), 0.0, max_kl=0.5).accepted
 
 
 def test_line_search_rejects_and_reports_nan():
@@ -71,5 +80,6 @@ def test_line_search_rejects_and_reports_nan():
 
     result = backtracking_line_search(evaluate, 0.0, max_kl=0.01, ratio=0.5, max_steps=5)
     assert not result.accepted and result.nan and result.fraction == 0.0 and calls == [1.0, 0.5]
+    assert result.loss == 0.0 and result.kl == 0.0  # the values before the step, as for any rejection
     result = backtracking_line_search(lambda f: (-1.0, float("nan")), 0.0, 0.01, 0.5, 3)
     assert not result.accepted and result.nan and result.steps == 1
