@@ -6,6 +6,7 @@ import stat
 import struct
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from metarl.cli import main
 from metarl.config import load_config
 from metarl.errors import UserError
 from metarl.evaluation import evaluate_run
-from metarl.policies import GaussianMLPPolicy
+from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.provenance import MACHINE
 from metarl.training import CHECKPOINT, METRICS, TrainConfig, load_run, make_env, make_learner, make_policy, train
 
@@ -405,3 +406,130 @@ def test_the_training_seed_draws_the_iterations_tasks_and_rollouts():
         env.close()
     assert torch.equal(rewards[0][0], rewards[0][1])  # a seed replays
     assert not torch.equal(rewards[0][0], rewards[1][0])
+
+def test_a_config_without_evaluation_steps_is_valid():
+    assert tiny(1, "eval_steps=0").eval_steps == 0  # documented: eval_steps >= 0
+
+
+@pytest.mark.parametrize("item", ["later_lr_scale=0", "later_lr_scale=-0.5", "later_lr_scale=nan", "ls_ratio=0",
+                                  "ls_ratio=1.5", "ls_ratio=-0.8"])
+def test_out_of_range_step_scales_are_refused(item):
+    key = item.split("=")[0]
+    with pytest.raises(UserError, match=key):
+        tiny(1, item)
+
+
+def test_the_policy_std_is_init_std_times_the_action_boxs_half_width():
+    from metarl.training import make_env, make_policy
+
+    config = tiny(1, "init_std=0.7")
+    env = make_env(config, 1, 1)
+    try:
+        policy = make_policy(config, env)
+        half = torch.as_tensor((env.action_high - env.action_low) / 2, dtype=torch.float32)
+    finally:
+        env.close()
+    params = policy.init_params(torch.Generator().manual_seed(0))
+    _, log_std = policy.dist_params(params, torch.zeros(4, env.observation_dim))
+    torch.testing.assert_close(log_std.exp(), (0.7 * half).expand(4, -1))
+
+
+def test_a_discrete_action_env_gets_a_categorical_policy():
+    from metarl.training import make_policy
+
+    policy = make_policy(tiny(1), SimpleNamespace(num_actions=3, observation_dim=4))
+    assert isinstance(policy, CategoricalMLPPolicy)
+    params = policy.init_params(torch.Generator().manual_seed(0))
+    (log_probs,) = policy.dist_params(params, torch.zeros(5, 4))
+    assert log_probs.shape == (5, 3)
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(5))
+
+
+def test_every_learner_setting_of_the_config_reaches_the_learner():
+    from metarl.training import make_learner
+
+    config = tiny(1, "num_inner_steps=2", "meta_step_weights=[1.0, 3.0]", "meta_pre_weight=2.0", "baseline_obs_clip=3.0",
+                   "gamma=0.9", "gae_lambda=0.8", "max_kl=0.02", "cg_damping=0.001", "ls_ratio=0.5",
+                   "ls_max_steps=4", "fisher_subsample=0.5", "first_order=true", "normalize_advantages=false",
+                   "inner_objective=\"lvc\"")
+    learner = make_learner(config, GaussianMLPPolicy(3, 2, hidden_sizes=(5,)))
+    for key in ("inner_lr", "first_order", "gamma", "gae_lambda", "max_kl", "cg_iters", "cg_damping", "ls_ratio",
+                "ls_max_steps", "normalize_advantages", "baseline_obs_clip", "fisher_subsample", "meta_pre_weight",
+                "inner_objective"):
+        assert getattr(learner, key) == getattr(config, key), key
+    # the objective it optimizes: w0 = 2 on theta, then 1 and 3 on the two steps, normalized
+    assert learner.scored_stages(2) == ([0, 1, 2], [2 / 6, 1 / 6, 3 / 6])
+
+
+def test_every_draw_of_an_iteration_has_its_own_seed_and_the_post_update_batch_is_fresh(monkeypatch):
+    import metarl.training as training
+
+    config = tiny(1, "num_inner_steps=2", "inner_lr=1e-9")  # adapted policies ~ theta: a reused seed would replay
+    env, policy = training.make_env(config, 2, 2), None
+    try:
+        policy = training.make_policy(config, env)
+        learner = training.make_learner(config, policy)
+        seeds = []
+        real_tasks, real_sample = env.sample_tasks, training.sample_episodes
+        monkeypatch.setattr(env, "sample_tasks", lambda n, seed=None: seeds.append(seed) or real_tasks(n, seed=seed))
+        monkeypatch.setattr(training, "sample_episodes",
+                            lambda *a, seed, **k: seeds.append(seed) or real_sample(*a, seed=seed, **k))
+        params = policy.init_params(torch.Generator().manual_seed(0))
+        batch = training.sample_meta_batch(config, env, policy, learner, params, 3)
+    finally:
+        env.close()
+    assert len(seeds) == 4 and len(set(seeds)) == 4, seeds  # tasks, two train batches, the valid batch
+    batches = [*batch.train_episodes, batch.valid_episodes]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not torch.allclose(batches[i].actions, batches[j].actions), (i, j)
+
+
+def test_the_logged_pre_update_return_is_thetas_own(monkeypatch):
+    import metarl.training as training
+
+    config = tiny(1, "num_inner_steps=2")
+    env = training.make_env(config, 2, 2)
+    try:
+        policy = training.make_policy(config, env)
+        learner = training.make_learner(config, policy)
+        params = policy.init_params(torch.Generator().manual_seed(0))
+        batch = training.sample_meta_batch(config, env, policy, learner, params, 0)  # the same draws (seeded)
+        monkeypatch.setattr(learner, "step", lambda p, *a, **k: (p, {}))  # the update is not under test
+        _, row = training.meta_iteration(config, env, policy, learner, params, 0)
+    finally:
+        env.close()
+    pre = float(batch.train_episodes[0].undiscounted_returns().mean())
+    assert pre != pytest.approx(float(batch.train_episodes[1].undiscounted_returns().mean()))  # can fail
+    assert row["return_pre"] == pytest.approx(pre)
+    assert row["return_post"] == pytest.approx(float(batch.valid_episodes.undiscounted_returns().mean()))
+
+
+def test_the_run_seed_draws_the_initialization(tmp_path):
+    from metarl.checkpoint import load_checkpoint
+    from metarl.training import CHECKPOINT, make_env, make_policy, train
+
+    saved = {}
+    for seed in (1, 2):
+        config = tiny(1, "method=\"random\"", f"seed={seed}")  # a random initialization: saved untrained
+        train(config, tmp_path / str(seed), progress=False)
+        saved[seed] = load_checkpoint(tmp_path / str(seed) / CHECKPOINT)["params"]
+    env = make_env(tiny(1), 1, 1)
+    try:
+        policy = make_policy(tiny(1), env)
+    finally:
+        env.close()
+    for seed, params in saved.items():
+        expected = policy.init_params(torch.Generator().manual_seed(seed))
+        assert all(torch.equal(params[k], expected[k]) for k in expected), seed
+    assert not all(torch.equal(saved[1][k], saved[2][k]) for k in saved[1])
+
+
+def test_a_paper_row_stands_for_its_maml_run_only_when_asked(tmp_path):
+    from metarl.training import run_dir_of
+
+    (tmp_path / "row" / "maml").mkdir(parents=True)
+    (tmp_path / "row" / "maml" / "config.toml").write_text("")
+    assert run_dir_of(tmp_path / "row") == tmp_path / "row" / "maml"
+    with pytest.raises(UserError, match="not a run directory"):
+        run_dir_of(tmp_path / "row", paper_row=False)
