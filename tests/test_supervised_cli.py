@@ -101,6 +101,8 @@ def test_figure_is_written(maml_run, tmp_path, capsys):
         ("algorithm = 'pretrain'\ninner_steps = 5\n", "error: config key 'inner_steps' applies to algorithms 'maml' and"),
         ("filters = 32\n", "error: config key 'filters' applies to image tasks only"),
         ("rotations = false\n", "error: config key 'rotations' applies to image tasks only"),
+        ("task = 'omniglot'\ntrain_data = ['a']\ntest_data = ['b']\ngrayscale = true\n",
+         "error: config key 'grayscale' applies to task 'folders' only (Omniglot is always read grey); this config"),
         ("task = 'folders'\ntrain_data = ['a']\ntest_data = ['b']\nhidden_sizes = [10]\n",
          "error: config key 'hidden_sizes' applies to task 'sinusoid' only"),
         ("seed = 18446744073709551616\n", "error: config key 'seed' must be in [0, 2**64 - 1], got 18446744073709551616"),

@@ -110,18 +110,18 @@ class SupervisedConfig:
                     raise UserError(f"config key {name!r} must list at least one folder or zip for task {self.task!r}")
         # a key that this task or algorithm never reads, set away from its default, is refused rather than ignored
         defaults = SupervisedConfig()
-        unread = [("first_order", self.algorithm != "maml", "algorithm 'maml'"),
-                  ("inner_steps", self.algorithm == "pretrain", "algorithms 'maml' and 'reptile'"),
-                  ("hidden_sizes", self.task != "sinusoid", "task 'sinusoid'")]
-        unread += [(name, self.task == "sinusoid", "image tasks")
+        unread = [("first_order", self.algorithm != "maml", "algorithm 'maml' only"),
+                  ("inner_steps", self.algorithm == "pretrain", "algorithms 'maml' and 'reptile' only"),
+                  ("hidden_sizes", self.task != "sinusoid", "task 'sinusoid' only")]
+        unread += [(name, self.task == "sinusoid", "image tasks only")
                    for name in ("train_data", "test_data", "filters", "image_size", "rotations", "mirrors",
                                 "augment_rotation", "augment_shift", "augment_scale")]
-        unread.append(("grayscale", self.task != "folders", "task 'folders' (Omniglot is always read grey)"))
-        unread += [(name, self.task != "omniglot", "task 'omniglot'") for name in ("train_alphabets", "test_alphabets")]
+        unread.append(("grayscale", self.task != "folders", "task 'folders' only (Omniglot is always read grey)"))
+        unread += [(name, self.task != "omniglot", "task 'omniglot' only") for name in ("train_alphabets", "test_alphabets")]
         for name, unused, reader in unread:
             if unused and getattr(self, name) != getattr(defaults, name):
-                raise UserError(f"config key {name!r} applies to {reader} only; this config has task "
-                                f"{self.task!r} and algorithm {self.algorithm!r}")
+                raise UserError(f"config key {name!r} applies to {reader}; this config has task {self.task!r} and "
+                                f"algorithm {self.algorithm!r}")
         if self.vmap_tasks is None:
             self.vmap_tasks = self.task == "sinusoid"
         # torch 2.13's vmap gets the second derivatives through batch norm wrong (conv weights off by a few %
