@@ -282,3 +282,28 @@ def test_the_oracles_per_task_returns_are_its_own_at_every_step(runs):
     tasks = envs.sample_tasks(config.env, 3, seed=derive_seed(EVALUATE, 0, 0))
     own = adaptation_returns(config, state["params"], tasks, [], 2, 0)[0]
     assert [t["returns"] for t in result["per_task"]] == [[float(v)] * 3 for v in own]
+
+
+def test_paper_table_training_time_sums_sampling_and_update_seconds(tmp_path):
+    paper_table = load_experiment("paper_table")
+    rows = [{"iteration": 1, "sampling_s": 1.5, "update_s": 2.0}, {"iteration": 2, "sampling_s": 0.25, "update_s": 4.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert paper_table.training_seconds(tmp_path) == pytest.approx(7.75)
+    assert paper_table.training_seconds(tmp_path / "none") == 0.0
+
+
+def test_paper_tables_runs_table_shows_the_iterations_each_checkpoint_holds(tmp_path):
+    from metarl.checkpoint import save_checkpoint
+    from metarl.training import CHECKPOINT
+
+    paper_table = load_experiment("paper_table")
+    run_dir = tmp_path / "random"
+    run_dir.mkdir()
+    save_checkpoint({"iteration": 0, "params": {}}, run_dir / CHECKPOINT)  # a random initialization: never trained
+    entry = {"method": "random", "returns": [-40.0, -30.0], "ci95": [1.0, 1.0], "step_sizes": [0.1]}
+    result = {"steps": 1, "seed": 0, "tasks": 4, "episodes_per_step": 2, "validation_tasks": 2,
+              "env": "metarl/Navigation2D-v0", "methods": {"random": entry}}
+    config = load_config(TrainConfig, None, TINY + ["method=\"random\"", "iterations=5", "seed=7"])
+    runs = {"random": {"run_dir": run_dir, "config": config, "wall_s": 1.0}}
+    table = paper_table.markdown("navigation2d", result, runs, 1.0, "cmd")
+    assert f"| random | `{run_dir}` | 0 | 7 | 0 | 1 |" in table

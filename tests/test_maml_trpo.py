@@ -14,33 +14,34 @@ from metarl.trpo import flatten, unflatten
 TASKS, T, E, OBS = 2, 4, 3, 3
 
 
-def _episodes(algo, seed, kind="gaussian", dtype=torch.float64):
+def _episodes(algo, seed, kind="gaussian", dtype=torch.float64, tasks=TASKS, episodes=E):
     g = torch.Generator().manual_seed(seed)
-    obs = torch.randn(TASKS, T, E, OBS, generator=g, dtype=dtype)
+    obs = torch.randn(tasks, T, episodes, OBS, generator=g, dtype=dtype)
     if kind == "gaussian":
-        actions = torch.randn(TASKS, T, E, 2, generator=g, dtype=dtype)
+        actions = torch.randn(tasks, T, episodes, 2, generator=g, dtype=dtype)
     else:
-        actions = torch.randint(0, 3, (TASKS, T, E), generator=g)
-    rewards = torch.randn(TASKS, T, E, generator=g, dtype=dtype)
-    mask = torch.ones(TASKS, T, E, dtype=dtype)
+        actions = torch.randint(0, 3, (tasks, T, episodes), generator=g)
+    rewards = torch.randn(tasks, T, episodes, generator=g, dtype=dtype)
+    mask = torch.ones(tasks, T, episodes, dtype=dtype)
     mask[0, 2:, 1] = 0  # an episode that terminated early
     mask[1, 1:, 2] = 0
     return algo.process(Episodes(obs, actions, rewards, mask))
 
 
 def _setup(kind="gaussian", first_order=False, dtype=torch.float64, inner_lr=0.5, meta_step_weights=None,
-           meta_pre_weight=0.0, inner_objective="vpg"):
+           meta_pre_weight=0.0, inner_objective="vpg", tasks=TASKS, episodes=E, **options):
     torch.manual_seed(0)
     if kind == "gaussian":
         policy = GaussianMLPPolicy(OBS, 2, hidden_sizes=(5,), activation="tanh", init_std=0.8)
     else:
         policy = CategoricalMLPPolicy(OBS, 3, hidden_sizes=(5,), activation="tanh")
     algo = MAMLTRPO(policy, inner_lr=inner_lr, first_order=first_order, gamma=0.9, gae_lambda=0.95,
-                    meta_step_weights=meta_step_weights, meta_pre_weight=meta_pre_weight, inner_objective=inner_objective)
+                    meta_step_weights=meta_step_weights, meta_pre_weight=meta_pre_weight, inner_objective=inner_objective,
+                    **options)
     params = {k: v.to(dtype) for k, v in policy.init_params(torch.Generator().manual_seed(1)).items()}
     params = {k: v + 0.1 * torch.randn(v.shape, dtype=dtype) for k, v in params.items()}  # non-zero biases
-    train = [_episodes(algo, 10, kind, dtype), _episodes(algo, 11, kind, dtype)]
-    valid = _episodes(algo, 12, kind, dtype)
+    train = [_episodes(algo, 10, kind, dtype, tasks, episodes), _episodes(algo, 11, kind, dtype, tasks, episodes)]
+    valid = _episodes(algo, 12, kind, dtype, tasks, episodes)
     return algo, params, train, valid
 
 
@@ -412,3 +413,69 @@ def test_meta_pre_weight_scores_theta_on_the_pre_update_episodes():
     for o, a, b in zip(ours, pre, post):
         torch.testing.assert_close(o, (0.5 * a + b) / 1.5)
     assert abs(pre[0].item()) > 1e-3  # the stage-0 term is not zero: the check can fail
+
+
+def _reference_inner_loss(algo, params, episodes, batched=False):
+    """Each task's VPG loss -masked_mean(log pi(a|s) * A) over all its episodes, computed task by task [tasks]
+    (``batched``: params with a task axis)."""
+    out = []
+    for i in range(episodes.num_tasks):
+        p = {k: v[i] for k, v in params.items()} if batched else params
+        logp = algo.policy.log_prob(p, episodes.observations[i], episodes.actions[i])
+        out.append(-masked_mean(logp * episodes.advantages[i], episodes.mask[i]))
+    return torch.stack(out)
+
+
+def test_fisher_subsample_keeps_the_rounded_share_of_the_first_tasks():
+    """Documented: the first max(1, round(fraction * tasks)) tasks."""
+    _, _, _, valid = _setup(tasks=3)
+    for fraction, expected in [(0.66, 2), (0.9, 3), (0.5, 2), (0.1, 1), (1.0, 3)]:
+        kept = subsample_tasks(valid, fraction)
+        assert kept.num_tasks == max(1, round(fraction * 3)) == expected, fraction
+        assert torch.equal(kept.observations, valid.observations[:expected])
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_sampling_step_uses_the_learning_rate_it_is_given(first_order):
+    """The sampler's inner step (a later step at inner_lr * later_lr_scale) is theta - lr * grad at *that* lr."""
+    algo, params, train, _ = _setup(first_order=first_order, tasks=3)
+    batched = {k: v.unsqueeze(0).expand(3, *v.shape) for k, v in params.items()}
+    adapted, _ = algo.sampling_step(batched, train[0], 0.2)
+    leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    for i in range(3):
+        loss = _reference_inner_loss(algo, leaf, train[0])[i]
+        grads = torch.autograd.grad(loss, list(leaf.values()))
+        for (k, p), g in zip(params.items(), grads):
+            torch.testing.assert_close(adapted[k][i], p - 0.2 * g)
+
+
+def test_reported_inner_losses_are_the_masked_means_over_all_episodes_when_grouped():
+    """With chunk_samples splitting each task's episodes into groups, the inner loss is still the task's mean."""
+    algo, params, train, _ = _setup(tasks=3, episodes=5, chunk_samples=3 * T * 2)  # groups of 2, 2 and 1 episodes
+    episodes = train[0]
+    assert len(algo.chunks(episodes)) == 3
+    reference = _reference_inner_loss(algo, params, episodes)
+    _, loss = algo.inner_gradient(params, episodes)  # first order
+    torch.testing.assert_close(loss, reference)
+    batched = {k: v.unsqueeze(0).expand(3, *v.shape) for k, v in params.items()}
+    torch.testing.assert_close(algo.inner_curvature(batched, episodes).loss, reference)  # second order
+
+
+def test_the_logged_inner_loss_is_the_first_inner_loss_at_theta():
+    """info['inner_loss'] is the mean over tasks of the inner loss at theta on the first train batch."""
+    algo, params, train, valid = _setup(tasks=3, cg_iters=3)
+    _, info = algo.step(params, train, valid)
+    expected = _reference_inner_loss(algo, params, train[0]).mean().item()
+    later = _reference_inner_loss(algo, algo.adapt(params, train[:1], first_order=True), train[1], batched=True).mean().item()
+    assert abs(expected - later) > 1e-3  # the check can fail
+    assert info["inner_loss"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_gradient_step_is_second_order_by_default():
+    """Without first_order the step stays in the graph: d theta'/d theta = 1 - lr * f''(theta)."""
+    from metarl.adaptation import gradient_step
+
+    theta = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    new = gradient_step(lambda p: (p["w"] ** 3).sum(), {"w": theta}, 0.1)
+    (d,) = torch.autograd.grad(new["w"].sum(), theta)
+    torch.testing.assert_close(d, 1 - 0.1 * 6 * theta.detach())

@@ -105,6 +105,11 @@ def test_figure_is_written(maml_run, tmp_path, capsys):
          "error: config key 'grayscale' applies to task 'folders' only (Omniglot is always read grey); this config"),
         ("task = 'folders'\ntrain_data = ['a']\ntest_data = ['b']\nhidden_sizes = [10]\n",
          "error: config key 'hidden_sizes' applies to task 'sinusoid' only"),
+        ("meta_lr_milestones = [10, 10]\n",  # a milestone twice would decay twice at one iteration
+         "error: config key 'meta_lr_milestones' must list increasing positive iterations, got [10, 10]"),
+        ("inner_steps = -1\n", "error: config key 'inner_steps' must be at least 0, got -1"),
+        ("eval_steps = -1\n", "error: config key 'eval_steps' must be at least 0, got -1"),
+        ("eval_inner_lr = 0.0\n", "error: config key 'eval_inner_lr' must be a positive number, got 0.0"),
         ("seed = 18446744073709551616\n", "error: config key 'seed' must be in [0, 2**64 - 1], got 18446744073709551616"),
     ],
 )

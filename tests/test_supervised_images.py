@@ -169,8 +169,10 @@ def test_augmentation_changes_training_draws_only(omniglot):
     assert a.query_x.shape == p.query_x.shape and 0 <= a.query_x.min() and a.query_x.max() <= 1 + 1e-6
     test_p, test_a = plain.sample_test(4, g(), 1), augmented.sample_test(4, g(), 1)
     assert torch.equal(test_p.support_x, test_a.support_x) and torch.equal(test_p.query_x, test_a.query_x)
-    with pytest.raises(UserError, match="'augment_scale' must be in \\[0, 1\\), got 1.5"):
-        SupervisedConfig(**base, augment_scale=1.5).validate()
+    for scale in (1.5, 1.0):  # a zoom of 1 - 1 = 0 would collapse the image
+        with pytest.raises(UserError, match=f"'augment_scale' must be in \\[0, 1\\), got {scale}"):
+            SupervisedConfig(**base, augment_scale=scale).validate()
+    SupervisedConfig(**base, augment_scale=0.99).validate()
     with pytest.raises(UserError, match="'mirrors' applies to image tasks only"):
         SupervisedConfig(mirrors=True).validate()
 

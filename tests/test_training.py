@@ -19,7 +19,8 @@ from metarl.errors import UserError
 from metarl.evaluation import evaluate_run
 from metarl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.provenance import MACHINE
-from metarl.training import CHECKPOINT, METRICS, TrainConfig, load_run, make_env, make_learner, make_policy, train
+from metarl.training import (CHECKPOINT, METRICS, TrainConfig, load_run, make_env, make_learner, make_policy, run_dir_of,
+                             train)
 
 TINY = ["env=\"metarl/Navigation2D-v0\"", "meta_batch_size=2", "episodes_per_task=2", "hidden_sizes=[8]",
         "inner_lr=0.5", "checkpoint_every=1", "num_threads=1", "cg_iters=3"]
@@ -408,6 +409,7 @@ def test_the_training_seed_draws_the_iterations_tasks_and_rollouts():
     assert torch.equal(rewards[0][0], rewards[0][1])  # a seed replays
     assert not torch.equal(rewards[0][0], rewards[1][0])
 
+
 def test_a_config_without_evaluation_steps_is_valid():
     assert tiny(1, "eval_steps=0").eval_steps == 0  # documented: eval_steps >= 0
 
@@ -421,8 +423,6 @@ def test_out_of_range_step_scales_are_refused(item):
 
 
 def test_the_policy_std_is_init_std_times_the_action_boxs_half_width():
-    from metarl.training import make_env, make_policy
-
     config = tiny(1, "init_std=0.7")
     env = make_env(config, 1, 1)
     try:
@@ -436,8 +436,6 @@ def test_the_policy_std_is_init_std_times_the_action_boxs_half_width():
 
 
 def test_a_discrete_action_env_gets_a_categorical_policy():
-    from metarl.training import make_policy
-
     policy = make_policy(tiny(1), SimpleNamespace(num_actions=3, observation_dim=4))
     assert isinstance(policy, CategoricalMLPPolicy)
     params = policy.init_params(torch.Generator().manual_seed(0))
@@ -447,12 +445,10 @@ def test_a_discrete_action_env_gets_a_categorical_policy():
 
 
 def test_every_learner_setting_of_the_config_reaches_the_learner():
-    from metarl.training import make_learner
-
     config = tiny(1, "num_inner_steps=2", "meta_step_weights=[1.0, 3.0]", "meta_pre_weight=2.0", "baseline_obs_clip=3.0",
-                   "gamma=0.9", "gae_lambda=0.8", "max_kl=0.02", "cg_damping=0.001", "ls_ratio=0.5",
-                   "ls_max_steps=4", "fisher_subsample=0.5", "first_order=true", "normalize_advantages=false",
-                   "inner_objective=\"lvc\"")
+                  "gamma=0.9", "gae_lambda=0.8", "max_kl=0.02", "cg_damping=0.001", "ls_ratio=0.5",
+                  "ls_max_steps=4", "fisher_subsample=0.5", "first_order=true", "normalize_advantages=false",
+                  "inner_objective=\"lvc\"")
     learner = make_learner(config, GaussianMLPPolicy(3, 2, hidden_sizes=(5,)))
     for key in ("inner_lr", "first_order", "gamma", "gae_lambda", "max_kl", "cg_iters", "cg_damping", "ls_ratio",
                 "ls_max_steps", "normalize_advantages", "baseline_obs_clip", "fisher_subsample", "meta_pre_weight",
@@ -466,7 +462,7 @@ def test_every_draw_of_an_iteration_has_its_own_seed_and_the_post_update_batch_i
     import metarl.training as training
 
     config = tiny(1, "num_inner_steps=2", "inner_lr=1e-9")  # adapted policies ~ theta: a reused seed would replay
-    env, policy = training.make_env(config, 2, 2), None
+    env = training.make_env(config, 2, 2)
     try:
         policy = training.make_policy(config, env)
         learner = training.make_learner(config, policy)
@@ -507,9 +503,6 @@ def test_the_logged_pre_update_return_is_thetas_own(monkeypatch):
 
 
 def test_the_run_seed_draws_the_initialization(tmp_path):
-    from metarl.checkpoint import load_checkpoint
-    from metarl.training import CHECKPOINT, make_env, make_policy, train
-
     saved = {}
     for seed in (1, 2):
         config = tiny(1, "method=\"random\"", f"seed={seed}")  # a random initialization: saved untrained
@@ -527,8 +520,6 @@ def test_the_run_seed_draws_the_initialization(tmp_path):
 
 
 def test_a_paper_row_stands_for_its_maml_run_only_when_asked(tmp_path):
-    from metarl.training import run_dir_of
-
     (tmp_path / "row" / "maml").mkdir(parents=True)
     (tmp_path / "row" / "maml" / "config.toml").write_text("")
     assert run_dir_of(tmp_path / "row") == tmp_path / "row" / "maml"
